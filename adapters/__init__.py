@@ -1,0 +1,1 @@
+"""mmvq built-in adapters (installed as ``mmvq_adapters``): image, text, audio."""

@@ -1,0 +1,70 @@
+"""mmvq: multimodal fusion through one shared vector-quantized codebook.
+
+Public names are imported lazily so that ``import mmvq`` stays cheap and never touches plugin
+entry points (those load on the first registry lookup).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # contract
+    "ModalityAdapter": "mmvq.adapter",
+    "AdapterConfig": "mmvq.adapter",
+    "AdapterInputError": "mmvq.adapter",
+    "BadInput": "mmvq.adapter",
+    "Tokens": "mmvq.adapter",
+    # registry
+    "register_adapter": "mmvq.registry",
+    "get_adapter": "mmvq.registry",
+    "list_adapters": "mmvq.registry",
+    "adapter_info": "mmvq.registry",
+    "UnknownAdapterError": "mmvq.registry",
+    # codebook
+    "SharedCodebook": "mmvq.quantize",
+    "CodebookConfig": "mmvq.quantize",
+    "QuantizerOutput": "mmvq.quantize",
+    # model
+    "MultimodalVQ": "mmvq.model",
+    "MultimodalVQConfig": "mmvq.model",
+    "MultimodalVQOutput": "mmvq.model",
+    "FusionDecoder": "mmvq.fusion",
+    "FusionDecoderConfig": "mmvq.fusion",
+    # training
+    "train": "mmvq.train",
+    "TrainConfig": "mmvq.train",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmvq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+    from mmvq.fusion import FusionDecoder, FusionDecoderConfig
+    from mmvq.model import MultimodalVQ, MultimodalVQConfig, MultimodalVQOutput
+    from mmvq.quantize import CodebookConfig, QuantizerOutput, SharedCodebook
+    from mmvq.registry import (
+        UnknownAdapterError,
+        adapter_info,
+        get_adapter,
+        list_adapters,
+        register_adapter,
+    )
+    from mmvq.train import TrainConfig, train
