@@ -34,6 +34,12 @@ _EXPORTS: dict[str, str] = {
     "MultimodalVQOutput": "mmvq.model",
     "FusionDecoder": "mmvq.fusion",
     "FusionDecoderConfig": "mmvq.fusion",
+    # data
+    "DataConfig": "mmvq.data",
+    "load_data": "mmvq.data",
+    "MultimodalCollator": "mmvq.data",
+    "MultimodalDataset": "mmvq.data",
+    "validate_dataset": "mmvq.data",
     # training
     "train": "mmvq.train",
     "TrainConfig": "mmvq.train",
@@ -57,6 +63,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+    from mmvq.data import DataConfig, MultimodalCollator, MultimodalDataset, load_data, validate_dataset
     from mmvq.fusion import FusionDecoder, FusionDecoderConfig
     from mmvq.model import MultimodalVQ, MultimodalVQConfig, MultimodalVQOutput
     from mmvq.quantize import CodebookConfig, QuantizerOutput, SharedCodebook
