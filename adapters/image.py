@@ -57,6 +57,7 @@ IMAGE_PRESETS: dict[str, dict[str, Any]] = {
     ),
     # taming VQGAN scale: 256 px, f = 16 -> 16x16 = 256 tokens.
     "gpu-base": dict(
+        code_dim=256,
         resolution=256,
         base_channels=128,
         channel_mult=(1, 1, 2, 2, 4),

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
 from mmvq.fusion import FusionDecoder, FusionDecoderConfig
+from mmvq.hub import MultimodalVQHubMixin
 from mmvq.quantize import CodebookConfig, SharedCodebook
 
 __all__ = ["MultimodalVQConfig", "MultimodalVQOutput", "MultimodalVQ", "AdapterSpec"]
@@ -98,7 +99,7 @@ class MultimodalVQOutput:
     stats: dict[str, Tensor]
 
 
-class MultimodalVQ(nn.Module):
+class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
     """Per-modality adapters encoding into one shared codebook, decoded by one fusion decoder.
 
     Args:
