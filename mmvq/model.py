@@ -353,6 +353,43 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         return {m: keep[:, i] for i, m in enumerate(names)}
 
     # ------------------------------------------------------------ inference API
+    def prepare(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Tensor]]:
+        """Preprocess and collate raw examples into a batch on the model's device.
+
+        Each example maps modality names to raw values (a PIL image or path, a string, a
+        waveform with its sample rate...); a modality missing from an example (or ``None``) is
+        marked absent for that row::
+
+            batch = model.prepare([{"image": "cat.png", "text": "a cat"}, {"text": "a dog"}])
+        """
+        from mmvq.data import MultimodalCollator
+
+        if isinstance(examples, Mapping) or not isinstance(examples, Sequence) or not examples:
+            raise AdapterInputError(
+                "prepare() expects a non-empty list of examples like [{'text': 'a red circle'}], "
+                f"got {type(examples).__name__}"
+            )
+        rows = []
+        for i, example in enumerate(examples):
+            if not isinstance(example, Mapping):
+                raise AdapterInputError(f"example {i} must be a dict {{modality: value}}, got {type(example).__name__}")
+            unknown = sorted(set(example) - set(self.modalities))
+            if unknown:
+                raise AdapterInputError(
+                    f"example {i} has modality {unknown[0]!r}, which this model does not know; its "
+                    f"modalities are {list(self.modalities)}"
+                )
+            rows.append(
+                {m: self.adapters[m].preprocess(v) for m, v in example.items() if v is not None}
+            )
+        batch = MultimodalCollator(dict(self.adapters))(rows)
+        device = self.codebook.codebook.device
+        return {m: {k: v.to(device) for k, v in sub.items()} for m, sub in batch.items()}
+
+    def postprocess(self, recon: Mapping[str, Tensor]) -> dict[str, list[Any]]:
+        """Raw outputs (PIL images, strings, waveforms...) of each modality's reconstruction."""
+        return {m: self.adapters[m].postprocess(r) for m, r in recon.items()}
+
     @torch.no_grad()
     def encode(self, batch: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Tensor]:
         """Codes of each modality in the batch: ``{modality: long [B, N_m]}``, ``-1`` at padding.

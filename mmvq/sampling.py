@@ -1,0 +1,183 @@
+"""Generation: translate into a modality, with N variations by code-level temperature sampling.
+
+The fusion decoder is deterministic: given the source modalities' codes it always produces the
+same target. Variations therefore come from the codes, not from the decoder. For each sample, every
+source token's code is drawn from a softmax over its squared distances to the codebook::
+
+    p(k | z) ∝ exp(-||z - e_k||² / (T · D))      over the top_k nearest codes
+
+(``z`` the adapter's continuous token, ``e_k`` the code vectors, ``D`` the lookup dimension,
+distances in fp32 in the codebook's lookup space, exactly the space
+:meth:`~mmvq.quantize.SharedCodebook.lookup` searches). ``T = 0`` picks the nearest code, i.e.
+plain deterministic translation; larger ``T`` explores codes farther from the encoder's output.
+Each sampled source code sequence is then translated through the fusion decoder, giving one
+variation of the target per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmvq.adapter import AdapterInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmvq.model import MultimodalVQ
+    from mmvq.quantize import SharedCodebook
+
+__all__ = ["GenerationOutput", "SamplingConfig", "code_distances", "generate", "sample_codes"]
+
+
+@dataclass
+class SamplingConfig:
+    """How source codes are sampled (see the module docstring).
+
+    Attributes:
+        temperature: ``T >= 0``; 0 is the nearest code (deterministic).
+        top_k: sample among this many nearest codes (``None``: all codes).
+        seed: seed of the sampling generator (``None``: nondeterministic).
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = 16
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise ValueError(
+                f"SamplingConfig.temperature must be a finite number >= 0, got {t!r}; use 0 for "
+                "deterministic translation, e.g. 1.0 for variations."
+            )
+        k = self.top_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"SamplingConfig.top_k must be None or an int >= 1, got {k!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise ValueError(f"SamplingConfig.seed must be None or an int, got {self.seed!r}")
+
+
+class GenerationOutput(NamedTuple):
+    """What :func:`generate` returns.
+
+    Attributes:
+        codes: the sampled codes of each source modality, long ``[B * num_samples, N_m]``
+            (rows ``b * num_samples + j``: sample ``j`` of input row ``b``; ``-1`` at padding).
+        recon: each target's reconstruction (``adapter.decode`` output), same row order.
+    """
+
+    codes: dict[str, Tensor]
+    recon: dict[str, Tensor]
+
+
+def code_distances(codebook: SharedCodebook, z: Tensor) -> Tensor:
+    """Squared distances ``[..., K]`` (fp32, autocast off) from ``z [..., D]`` to every code.
+
+    Computed in the space :meth:`SharedCodebook.lookup` searches (after ``project_in`` and
+    l2-normalisation when configured), so ``code_distances(cb, z).argmin(-1) == cb.lookup(z)``.
+    """
+    if (
+        not isinstance(z, Tensor)
+        or not z.is_floating_point()
+        or z.shape[-1] != codebook.config.code_dim
+    ):
+        raise AdapterInputError(
+            f"code_distances expects float vectors [..., {codebook.config.code_dim}], got "
+            f"{type(z).__name__} {tuple(getattr(z, 'shape', ()))}"
+        )
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        x = codebook.project_in(z.float()) if codebook.project_in is not None else z.float()
+        codes = codebook.code_vectors.float()
+        if codebook.config.l2_normalize:
+            x, codes = F.normalize(x, dim=-1), F.normalize(codes, dim=-1)
+        flat = x.reshape(-1, x.shape[-1])
+        d = (
+            flat.pow(2).sum(-1, keepdim=True)
+            - 2.0 * flat @ codes.t()
+            + codes.pow(2).sum(-1)[None, :]
+        ).clamp_min(0.0)
+    return d.view(*z.shape[:-1], codes.shape[0])
+
+
+def sample_codes(
+    codebook: SharedCodebook,
+    z: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Codes ``long [...]`` for ``z [..., D]`` sampled at ``config.temperature`` (0: nearest)."""
+    if config.temperature == 0:
+        return codebook.lookup(z)
+    d = code_distances(codebook, z)
+    k = d.shape[-1] if config.top_k is None else min(config.top_k, d.shape[-1])
+    near_d, near_idx = d.topk(k, dim=-1, largest=False)
+    dim = codebook.project_in.out_features if codebook.project_in is not None else z.shape[-1]
+    probs = torch.softmax(-near_d / (config.temperature * dim), dim=-1)
+    flat = probs.reshape(-1, k)
+    pick = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1)
+    return near_idx.gather(-1, pick).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: MultimodalVQ,
+    batch: Mapping[str, Mapping[str, Tensor]],
+    targets: Sequence[str],
+    num_samples: int = 1,
+    config: SamplingConfig | None = None,
+) -> GenerationOutput:
+    """Translate the modalities of ``batch`` into ``targets``, ``num_samples`` variations per row.
+
+    Args:
+        model: the model (used in eval mode; its mode is restored afterwards).
+        batch: modality -> collated batch of the SOURCE modalities.
+        targets: modalities to generate; none of them may be a source.
+        num_samples: variations per input row.
+        config: sampling options (default :class:`SamplingConfig`).
+
+    Raises:
+        AdapterInputError: unknown modality, a target that is also a source, bad ``num_samples``.
+    """
+    config = config or SamplingConfig()
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise AdapterInputError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    targets = list(targets)
+    if not targets:
+        raise AdapterInputError(f"give at least one target modality of {list(model.modalities)}")
+    for m in list(batch) + targets:
+        if m not in model.adapters:
+            raise AdapterInputError(
+                f"unknown modality {m!r}; this model's modalities are {list(model.modalities)}"
+            )
+    both = sorted(set(targets) & set(batch))
+    if both:
+        raise AdapterInputError(
+            f"{both} is both a source and a target; generate translates into modalities that are "
+            "not given (to reconstruct a modality, encode then decode it)"
+        )
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=model.codebook.code_vectors.device).manual_seed(
+            config.seed
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        codes: dict[str, Tensor] = {}
+        for m, sub in batch.items():
+            tokens = model.adapters[m].encode(dict(sub))
+            z = tokens.z.repeat_interleave(num_samples, dim=0)
+            mask = tokens.mask.bool().repeat_interleave(num_samples, dim=0).to(z.device)
+            sampled = sample_codes(model.codebook, z, config, generator)
+            codes[m] = sampled.masked_fill(~mask, -1)
+        recon = model.decode(codes, targets=targets)
+    finally:
+        model.train(was_training)
+    return GenerationOutput(codes, recon)

@@ -1,0 +1,52 @@
+"""The codes JSON file of `mmvq encode` / `mmvq decode` (mmvq/codes_file.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmvq.codes_file import CODES_FORMAT, CodesFileError, codes_from_dict, codes_to_dict, read_codes
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    codes = {"text": torch.tensor([[3, 1, -1], [0, 2, 2]]), "image": torch.tensor([[5, 6]])}
+    data = codes_to_dict(codes, num_codes=8, model="org/m")
+    assert data["format"] == CODES_FORMAT and data["num_codes"] == 8 and data["model"] == "org/m"
+    path = tmp_path / "codes.json"
+    path.write_text(json.dumps(data))
+    back, k = read_codes(path)
+    assert k == 8 and set(back) == set(codes)
+    assert all(torch.equal(back[m], codes[m]) and back[m].dtype == torch.long for m in codes)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ([1, 2], "is not an mmvq codes file"),
+        ({"format": "other"}, "is not an mmvq codes file"),
+        ({"format": CODES_FORMAT, "version": 9, "codes": {}}, "has version 9"),
+        ({"format": CODES_FORMAT, "version": 1, "codes": {}}, "must map at least one modality"),
+        (
+            {"format": CODES_FORMAT, "version": 1, "codes": {"t": [[1, 2], [3]]}},
+            r"codes\['t'\] must be",
+        ),
+        ({"format": CODES_FORMAT, "version": 1, "codes": {"t": [[1.5]]}}, r"codes\['t'\] must be"),
+        ({"format": CODES_FORMAT, "version": 1, "codes": {"t": [[True]]}}, r"codes\['t'\] must be"),
+        ({"format": CODES_FORMAT, "version": 1, "codes": {"t": []}}, r"codes\['t'\] must be"),
+    ],
+)
+def test_bad_layouts(data: object, match: str) -> None:
+    with pytest.raises(CodesFileError, match=match):
+        codes_from_dict(data)
+
+
+def test_missing_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(CodesFileError, match="does not exist; write one with `mmvq encode"):
+        read_codes(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(CodesFileError, match="is not valid JSON"):
+        read_codes(bad)

@@ -1,0 +1,157 @@
+"""The model card (README.md) written by save_pretrained / push_to_hub (mmvq/model_card.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+from PIL import Image
+from tiny_models import (
+    VECTOR_DIST_NAME,
+    VECTOR_DIST_VERSION,
+    tiny_model,
+    vector_plugin_fixture,  # noqa: F401 - fixture "vector_plugin"
+)
+
+from mmvq.model_card import (
+    ModelCardInputError,
+    build_model_card,
+    check_card_inputs,
+    flatten_metrics,
+    load_metrics,
+)
+
+pytestmark = pytest.mark.usefixtures("vector_plugin")
+
+METRICS = {
+    "step": 1200,
+    "eval": {
+        "usage": {"a": 0.8125, "b": 0.25},
+        "perplexity": {"a": 21.5, "b": 6.03125},
+        "b/mse": 0.0123456,
+    },
+}
+
+
+@pytest.fixture
+def sample_png(tmp_path: Path) -> Path:
+    path = tmp_path / "grid.png"
+    Image.new("RGB", (12, 8), (200, 10, 10)).save(path)
+    return path
+
+
+def test_saved_card_content(tmp_path: Path, sample_png: Path) -> None:
+    model = tiny_model()
+    model.save_pretrained(
+        tmp_path / "m",
+        metrics=METRICS,
+        sample_image=sample_png,
+        training_data="4k random vectors",
+        repo_id="org/tiny",
+    )
+    card = ModelCard.load(tmp_path / "m" / "README.md")
+    assert card.data.library_name == "mmvq"
+    assert {"mmvq", "a", "b"} <= set(card.data.tags)
+    text = card.text
+    # modalities, adapters, distributions, versions, tokens per sample, usage and perplexity
+    assert (
+        f"| a | `vector` | {VECTOR_DIST_NAME} | {VECTOR_DIST_VERSION} | 4 | 0.8125 | 21.5 |" in text
+    )
+    assert (
+        f"| b | `vector` | {VECTOR_DIST_NAME} | {VECTOR_DIST_VERSION} | 3 | 0.25 | 6.031 |" in text
+    )
+    assert "Codes: **32** of dimension **16**" in text
+    assert "4k random vectors" in text
+    assert "| eval/b/mse | 0.01235 |" in text and "| step | 1200 |" in text
+    assert "![Sample grid](sample_grid.png)" in text
+    assert Image.open(tmp_path / "m" / "sample_grid.png").size == (12, 8)
+    assert 'MultimodalVQ.from_pretrained("org/tiny")' in text
+    assert f"pip install mmvq {VECTOR_DIST_NAME}" in text
+    assert "mmvq encode org/tiny --a EXAMPLE" in text
+
+
+def test_card_without_extras_says_what_is_missing(tmp_path: Path) -> None:
+    tiny_model().save_pretrained(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| a | `vector` |" in text and "not measured | not measured |" in text
+    assert "No evaluation recorded" in text and "No sample grid" in text and "Not recorded" in text
+    assert not list(tmp_path.glob("sample_grid.*"))
+
+
+def test_metrics_from_a_json_file_and_dataset_ids(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(METRICS))
+    card = build_model_card(
+        tiny_model(), metrics=path, training_data={"datasets": ["org/shapes"], "examples": 4096}
+    )
+    assert card.data.datasets == ["org/shapes"]
+    assert "- **examples**: 4096" in card.text and "| 0.8125 |" in card.text
+
+
+def test_resave_without_image_removes_the_old_grid(tmp_path: Path, sample_png: Path) -> None:
+    model = tiny_model()
+    model.save_pretrained(tmp_path, sample_image=sample_png)
+    assert (tmp_path / "sample_grid.png").is_file()
+    model.save_pretrained(tmp_path)
+    assert not (tmp_path / "sample_grid.png").exists()
+    assert "sample_grid" not in (tmp_path / "README.md").read_text()
+
+
+def test_pil_sample_image_and_jpeg_names(tmp_path: Path) -> None:
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "pil", sample_image=Image.new("RGB", (4, 4)))
+    assert (tmp_path / "pil" / "sample_grid.png").is_file()
+    jpeg = tmp_path / "grid.jpeg"
+    Image.new("RGB", (4, 4)).save(jpeg)
+    model.save_pretrained(tmp_path / "jpg", sample_image=jpeg)
+    assert (tmp_path / "jpg" / "sample_grid.jpg").is_file()
+
+
+def test_flatten_metrics() -> None:
+    assert flatten_metrics({"a": {"b": {"c": 1}}, "d": [1, 2]}) == {"a/b/c": 1, "d": [1, 2]}
+    assert load_metrics(None) == {}
+
+
+# ---------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metrics": [1, 2]}, "metrics must be a dict of metric name -> value or a path"),
+        ({"metrics": "missing.json"}, "metrics='missing.json': no such file"),
+        ({"sample_image": "missing.png"}, "sample_image='missing.png': no such file"),
+        ({"sample_image": 3}, "sample_image must be an image file path or a PIL.Image"),
+        ({"training_data": 5}, "training_data must be a description string"),
+    ],
+)
+def test_bad_card_inputs_fail_before_anything_is_written(
+    tmp_path: Path, kwargs: dict, match: str
+) -> None:
+    with pytest.raises(ModelCardInputError, match=match):
+        tiny_model().save_pretrained(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_metrics_file_and_fake_image(tmp_path: Path) -> None:
+    bad_json = tmp_path / "m.json"
+    bad_json.write_text("{oops")
+    with pytest.raises(ModelCardInputError, match="is not valid JSON"):
+        check_card_inputs(metrics=bad_json)
+    not_object = tmp_path / "list.json"
+    not_object.write_text("[1]")
+    with pytest.raises(ModelCardInputError, match="must hold a JSON object"):
+        check_card_inputs(metrics=not_object)
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    with pytest.raises(ModelCardInputError, match="fake.png' is not a readable image"):
+        check_card_inputs(sample_image=fake)
+    wrong = tmp_path / "grid.bmpx"
+    wrong.write_bytes(b"x")
+    with pytest.raises(ModelCardInputError, match="has extension '.bmpx'"):
+        check_card_inputs(sample_image=wrong)
+
+
+def test_unknown_model_card_kwargs(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"model_card_kwargs has unknown key\(s\) \['license'\]"):
+        tiny_model().save_pretrained(tmp_path, model_card_kwargs={"license": "mit"})
