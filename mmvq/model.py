@@ -296,7 +296,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             token_mask[m] = mask
 
         weights = {m: float(self.config.modality_weights.get(m, 1.0)) for m in z}
-        quant = self.codebook(z, token_mask, weights=weights)
+        quant = self.codebook(z, token_mask, weights=weights, present=present)
 
         p = self.config.modality_dropout if modality_dropout is None else float(modality_dropout)
         visible = self._drop_modalities(present, p) if (self.training and p > 0) else dict(present)
