@@ -8,16 +8,22 @@ then backward through ``z`` of ``commitment + mean(z_q ** 2)``:
 * ``vqpt``: ``vector_quantize_pytorch.VectorQuantize`` (EMA, straight-through, no k-means).
 
 Times are medians over ``--repeats`` rounds after a warm-up; the methods are interleaved in every
-round so that the ratios come from the same moments of a noisy machine. In each round the two
-cheap methods (mmvq, gemm) run one untimed step right before their timed one: otherwise whichever
-runs right after vector-quantize-pytorch pays for its gigabytes of freed memory (on CPU, page
-faults while the heap grows back), which measures the neighbour, not the method.
+round, in alternating order, so that the ratios come from the same moments of a noisy machine and
+no method always runs after the same neighbour. In each round every method runs one untimed step
+right before its timed one: otherwise whichever runs right after vector-quantize-pytorch pays for
+its gigabytes of freed memory (on CPU, page faults while the heap grows back), which measures the
+neighbour, not the method.
+
+On a CPU shared with other jobs, ``--threads 1`` gives steadier figures: with more threads than
+idle cores every parallel op may wait a scheduler slice for a descheduled thread, so the timing
+measures the machine's load (and each method's count of parallel ops) more than the method.
 
 Peak extra memory: on CUDA, ``torch.cuda.max_memory_allocated()`` during the step minus the
 memory allocated before it. On CPU there is no allocator counter, so the figure is the
 *theoretical* size of what each method allocates for the lookup, computed from the shapes, not
 measured: for mmvq the ``chunk x K`` fp32 distance block (the chunk is sized by
-``memory_budget_mb``, 256 MB by default), the ``K`` code norms and the ``N`` int64 codes
+``memory_budget_mb``, 256 MB by default, and on CPU also capped at 32 MiB), the ``K`` code norms
+and the ``N`` int64 codes
 (:func:`mmvq.quantize.lookup_workspace_bytes`); for the GEMM the ``N x K`` fp32 block and the
 ``N`` int64 codes. Smaller per-token tensors (z_q, grads)
 are left out of both. vector-quantize-pytorch is not estimated on CPU (printed as n/a).
@@ -167,19 +173,22 @@ def main() -> None:
         }
         times: dict[str, list[float]] = {m: [] for m in methods}
         peak: dict[str, float | None] = {m: None for m in methods}
+        names = list(methods)
         for r in range(args.warmup + repeats):
-            for name, step in methods.items():
-                if name != "vqpt":
-                    # an untimed step first, so that neither cheap method pays for the GB-sized
-                    # frees of the vqpt step before it (on CPU: page faults re-growing the heap)
-                    run_once(step, z0, device)
+            # alternate the order every round, so that no method always follows the same one
+            for name in names if r % 2 == 0 else names[::-1]:
+                step = methods[name]
+                # an untimed step right before the timed one, so that no method pays for the
+                # previous method's allocations and frees (on CPU: page faults re-growing the heap
+                # after vqpt's GB-sized frees) or for a cold cache: it measures itself only
+                run_once(step, z0, device)
                 seconds, p = run_once(step, z0, device)
                 if r >= args.warmup:
                     times[name].append(seconds)
                     if p is not None:
                         peak[name] = max(p, peak[name] or 0.0)
         if device.type != "cuda":
-            peak["mmvq"] = (lookup_workspace_bytes(n, k, budget) + n * 8) / 2**20
+            peak["mmvq"] = (lookup_workspace_bytes(n, k, budget, device) + n * 8) / 2**20
             peak["gemm"] = gemm_peak_mb(n, k)
         med = {m: statistics.median(t) for m, t in times.items()}
         ratio, speedup = med["mmvq"] / med["gemm"], med["vqpt"] / med["mmvq"]

@@ -225,15 +225,31 @@ def _full_fp32_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-def _chunk_rows(num_codes: int, budget_mb: float) -> int:
-    """Rows per chunk so that a ``rows x num_codes`` fp32 block fits in ``budget_mb``."""
-    return max(1, int(budget_mb * 2**20) // (4 * num_codes))
+# On CPU the distance block is also kept under this size (at most the L3 cache of common server
+# CPUs), whatever the budget: each chunk's GEMM output is then still in cache for its argmin, and
+# the block is one reused buffer rather than a fresh allocation the size of the budget (on CPU,
+# page faults on every call). GPUs take the budget as it is (their caching allocator makes the
+# allocation free, and bigger GEMMs use them better).
+_CPU_BLOCK_BYTES = 32 * 2**20
 
 
-def lookup_workspace_bytes(num_rows: int, num_codes: int, budget_mb: float) -> int:
+def _chunk_rows(num_codes: int, budget_mb: float, device: torch.device | str | None = None) -> int:
+    """Rows per chunk so that a ``rows x num_codes`` fp32 block fits in ``budget_mb`` (and, on
+    CPU, in :data:`_CPU_BLOCK_BYTES`)."""
+    rows = max(1, int(budget_mb * 2**20) // (4 * num_codes))
+    if device is not None and torch.device(device).type == "cpu":
+        rows = min(rows, max(1, _CPU_BLOCK_BYTES // (4 * num_codes)))
+    return rows
+
+
+def lookup_workspace_bytes(
+    num_rows: int, num_codes: int, budget_mb: float, device: torch.device | str | None = None
+) -> int:
     """Extra memory :func:`_nearest` allocates besides its int64 output: the fp32 distance block
-    of one chunk and the ``[K]`` code norms."""
-    rows = min(num_rows, _chunk_rows(num_codes, budget_mb))
+    of one chunk (one buffer, reused by every chunk) and the ``[K]`` code norms. ``device``: where
+    the lookup runs (on CPU the block is also capped at :data:`_CPU_BLOCK_BYTES`); ``None`` gives
+    the budget-only (GPU) figure."""
+    rows = min(num_rows, _chunk_rows(num_codes, budget_mb, device))
     return 4 * (rows * num_codes + num_codes)
 
 
@@ -242,18 +258,25 @@ def _nearest(x: Tensor, codes: Tensor, budget_mb: float) -> Tensor:
 
     ``argmin_k ||x - e_k||^2 = argmin_k (||e_k||^2 - 2 x.e_k)`` with one ``addmm`` per chunk
     (``||x||^2`` is the same for every code of a row and is left out), chunked over ``n`` so that
-    the ``chunk x K`` fp32 block stays under ``budget_mb``; autocast and TF32 are off.
+    the ``chunk x K`` fp32 block stays under ``budget_mb`` (see :func:`_chunk_rows`); every chunk
+    writes into the same block buffer; autocast and TF32 are off.
     """
-    rows = _chunk_rows(codes.shape[0], budget_mb)
-    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    n, k = x.shape[0], codes.shape[0]
+    rows = min(n, _chunk_rows(k, budget_mb, x.device))
+    out = torch.empty(n, dtype=torch.long, device=x.device)
+    if n == 0:
+        return out
     with torch.autocast(device_type=x.device.type, enabled=False), _full_fp32_matmul():
         x = x.float()
         codes = codes.float()
         norms = codes.pow(2).sum(1)
         codes_t = codes.t()
-        for start in range(0, x.shape[0], rows):
-            block = torch.addmm(norms, x[start : start + rows], codes_t, alpha=-2.0)
-            torch.argmin(block, dim=1, out=out[start : start + rows])
+        block = torch.empty(rows, k, dtype=torch.float32, device=x.device)
+        for start in range(0, n, rows):
+            xs = x[start : start + rows]
+            dist = block[: xs.shape[0]]
+            torch.addmm(norms, xs, codes_t, alpha=-2.0, out=dist)
+            torch.argmin(dist, dim=1, out=out[start : start + rows])
     return out
 
 
@@ -599,12 +622,14 @@ class SharedCodebook(nn.Module):
         sums = torch.zeros(k, dl, device=dev) if with_sums else None
         cand = torch.zeros(world, n_mod, candidates, dl, device=dev) if candidates else None
         cand_n = torch.zeros(world, n_mod, device=dev) if candidates else None
-        for m, (xf, idx, hist) in assigned.items():
+        for j, (m, (xf, idx, hist)) in enumerate(assigned.items()):
             i = self._index[m]
             counts.add_(hist * scale[i])
             if sums is not None:  # scale whichever is smaller: the tokens or the [K, Dl] sums
                 if xf.shape[0] <= k:
                     sums.index_add_(0, idx, xf * scale[i])
+                elif j == 0:  # sums is still all zeros: accumulate in place, no scratch copy
+                    sums.index_add_(0, idx, xf).mul_(scale[i])
                 else:
                     sums.add_(torch.zeros_like(sums).index_add_(0, idx, xf).mul_(scale[i]))
             if cand is not None:

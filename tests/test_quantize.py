@@ -634,3 +634,20 @@ def test_config_dict_round_trip() -> None:
     assert CodebookConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown field"):
         CodebookConfig.from_dict({"codes": 4})
+
+
+def test_cpu_lookup_block_is_capped_and_reused() -> None:
+    from mmvq.quantize import _CPU_BLOCK_BYTES, lookup_workspace_bytes
+
+    k = 4096
+    cap_rows = _CPU_BLOCK_BYTES // (4 * k)
+    assert _chunk_rows(k, 256.0) > cap_rows  # the budget alone would allow more rows
+    assert _chunk_rows(k, 256.0, "cpu") == cap_rows
+    assert _chunk_rows(k, 0.001, "cpu") == _chunk_rows(k, 0.001)  # a smaller budget still rules
+    assert lookup_workspace_bytes(10**6, k, 256.0, "cpu") == 4 * (cap_rows * k + k)
+    assert lookup_workspace_bytes(10, k, 256.0, "cpu") == 4 * (10 * k + k)
+    # several capped chunks through one reused block: still the brute-force answer
+    torch.manual_seed(3)
+    cb = make(num_codes=k, code_dim=8).eval()
+    z = torch.randn(1, 3 * cap_rows + 5, 8)
+    assert_nearest(cb.lookup(z), z, cb.codebook)
