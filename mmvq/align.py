@@ -14,10 +14,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmvq.quantize import SharedCodebook
 
 __all__ = ["AlignmentConfig", "alignment_loss", "code_distributions", "code_matching_loss"]
 
@@ -48,11 +52,18 @@ class AlignmentConfig:
 
 
 def code_distributions(
-    z: Tensor, token_mask: Tensor, codebook: Tensor, temperature: float = 1.0, normalize: bool = False
+    z: Tensor,
+    token_mask: Tensor,
+    codebook: "SharedCodebook | Tensor",
+    temperature: float = 1.0,
+    normalize: bool = False,
 ) -> Tensor:
     """Per-sample soft code distributions ``[B, K]`` (rows sum to 1 where a sample has tokens).
 
-    Distances are computed in fp32 whatever the autocast state; the gradient flows into ``z``.
+    ``codebook`` is the model's :class:`~mmvq.quantize.SharedCodebook` (distances are then taken
+    in its lookup space, projection and l2-normalisation included) or a plain ``[K, D]`` tensor of
+    code vectors (``normalize`` then l2-normalises both sides). Distances are computed in fp32
+    whatever the autocast state; the gradient flows into ``z``, not into the codes.
     """
     if z.dim() != 3 or token_mask.shape != z.shape[:2]:
         raise ValueError(
@@ -60,12 +71,15 @@ def code_distributions(
             f"{tuple(token_mask.shape)}"
         )
     with torch.autocast(device_type=z.device.type, enabled=False):
-        zf = z.float()
-        codes = codebook.detach().float()
-        if normalize:
-            zf = F.normalize(zf, dim=-1)
-            codes = F.normalize(codes, dim=-1)
-        dist = (zf.pow(2).sum(-1, keepdim=True) - 2 * zf @ codes.t() + codes.pow(2).sum(-1)).clamp_min(0)
+        if isinstance(codebook, Tensor):
+            zf = z.float()
+            codes = codebook.detach().float()
+            if normalize:
+                zf = F.normalize(zf, dim=-1)
+                codes = F.normalize(codes, dim=-1)
+            dist = (zf.pow(2).sum(-1, keepdim=True) - 2 * zf @ codes.t() + codes.pow(2).sum(-1)).clamp_min(0)
+        else:
+            dist = codebook.distances(z)
         assign = torch.softmax(-dist / temperature, dim=-1)  # [B, N, K]
         weight = token_mask.float()
         return (assign * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp_min(1.0)
@@ -75,14 +89,14 @@ def code_matching_loss(
     z: Mapping[str, Tensor],
     token_mask: Mapping[str, Tensor],
     present: Mapping[str, Tensor],
-    codebook: Tensor,
+    codebook: "SharedCodebook | Tensor",
     config: AlignmentConfig,
 ) -> tuple[Tensor, dict[str, float]]:
     """Symmetric contrastive cross-entropy between paired modalities' code distributions.
 
     Args:
         z, token_mask, present: per modality, as in :class:`mmvq.MultimodalVQOutput`.
-        codebook: the code vectors ``[K, D]``.
+        codebook: the model's :class:`~mmvq.quantize.SharedCodebook` or its code vectors ``[K, D]``.
         config: temperatures.
 
     Returns:
@@ -114,6 +128,6 @@ def code_matching_loss(
     return torch.stack(losses).mean(), log
 
 
-def alignment_loss(out, codebook: Tensor, config: AlignmentConfig) -> tuple[Tensor, dict[str, float]]:
+def alignment_loss(out, codebook: "SharedCodebook | Tensor", config: AlignmentConfig) -> tuple[Tensor, dict[str, float]]:
     """:func:`code_matching_loss` on a :class:`mmvq.MultimodalVQOutput`."""
     return code_matching_loss(out.z, out.token_mask, out.present, codebook, config)

@@ -444,6 +444,25 @@ class SharedCodebook(nn.Module):
         x = self._to_lookup(z).reshape(-1, self.lookup_dim)
         return _nearest(x, self._codes(), self.config.memory_budget_mb).view(z.shape[:-1])
 
+    def distances(self, z: Tensor) -> Tensor:
+        """Squared distances ``[..., K]`` from ``z [..., D]`` to every code, in the lookup space.
+
+        fp32 with autocast off, so ``distances(z).argmin(-1)`` equals :meth:`lookup`; differentiable
+        with respect to ``z`` (the codes are detached). Unlike :meth:`lookup` it materialises the
+        whole ``[..., K]`` block: meant for soft assignments over a batch (cross-modal alignment,
+        code sampling), not for quantising large inputs.
+        """
+        if not isinstance(z, Tensor) or not z.is_floating_point() or z.shape[-1] != self.config.code_dim:
+            raise AdapterInputError(
+                f"distances expects float vectors [..., {self.config.code_dim}], got "
+                f"{type(z).__name__} {tuple(getattr(z, 'shape', ()))}"
+            )
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            x = self._to_lookup(z.float()).float()
+            codes = self._codes().detach()
+            d = x.pow(2).sum(-1, keepdim=True) - 2.0 * x @ codes.t() + codes.pow(2).sum(-1)
+        return d.clamp_min(0.0)
+
     def embed(self, codes: Tensor) -> Tensor:
         """Code vectors in the adapters' space: long ``[...]`` -> ``[..., D]`` (what z_q holds).
 

@@ -83,27 +83,7 @@ def code_distances(codebook: SharedCodebook, z: Tensor) -> Tensor:
     Computed in the space :meth:`SharedCodebook.lookup` searches (after ``project_in`` and
     l2-normalisation when configured), so ``code_distances(cb, z).argmin(-1) == cb.lookup(z)``.
     """
-    if (
-        not isinstance(z, Tensor)
-        or not z.is_floating_point()
-        or z.shape[-1] != codebook.config.code_dim
-    ):
-        raise AdapterInputError(
-            f"code_distances expects float vectors [..., {codebook.config.code_dim}], got "
-            f"{type(z).__name__} {tuple(getattr(z, 'shape', ()))}"
-        )
-    with torch.autocast(device_type=z.device.type, enabled=False):
-        x = codebook.project_in(z.float()) if codebook.project_in is not None else z.float()
-        codes = codebook.code_vectors.float()
-        if codebook.config.l2_normalize:
-            x, codes = F.normalize(x, dim=-1), F.normalize(codes, dim=-1)
-        flat = x.reshape(-1, x.shape[-1])
-        d = (
-            flat.pow(2).sum(-1, keepdim=True)
-            - 2.0 * flat @ codes.t()
-            + codes.pow(2).sum(-1)[None, :]
-        ).clamp_min(0.0)
-    return d.view(*z.shape[:-1], codes.shape[0])
+    return codebook.distances(z)
 
 
 def sample_codes(

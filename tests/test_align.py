@@ -69,3 +69,17 @@ def test_only_rows_with_both_modalities_pair_up():
     loss.backward()  # still part of the graph: no special-casing needed in the loop
     with pytest.raises(ValueError, match="weight"):
         AlignmentConfig(weight=-1)
+
+
+def test_shared_codebook_distances_follow_its_lookup_space():
+    from mmvq.quantize import CodebookConfig, SharedCodebook
+
+    cb = SharedCodebook(CodebookConfig(num_codes=16, code_dim=8, lookup_dim=4, l2_normalize=True, kmeans_init=False), ["a"])
+    z = torch.randn(3, 5, 8, requires_grad=True)
+    d = cb.distances(z)
+    assert d.shape == (3, 5, 16) and d.dtype == torch.float32
+    assert torch.equal(d.argmin(-1), cb.lookup(z))
+    p = code_distributions(z, torch.ones(3, 5, dtype=torch.bool), cb)
+    assert torch.allclose(p.sum(-1), torch.ones(3), atol=1e-5)
+    p.sum().backward()
+    assert z.grad is not None
