@@ -1,0 +1,393 @@
+"""Evaluation: reconstruction and translation metrics, codebook statistics, and samples.
+
+:func:`evaluate` runs a model (in eval mode, no modality dropout) over an evaluation loader and
+returns one flat dict (plus a few per-modality dicts):
+
+* reconstruction, each modality decoded with every modality of the example visible:
+  ``<m>_<metric>`` for every metric of ``adapter.metrics`` (e.g. ``image_psnr``,
+  ``text_exact_match``) and ``<m>_rec_loss``;
+* translation, modality ``t`` decoded from the codes of modality ``s`` *only* (``t`` hidden, a row
+  of mask tokens): ``<s>_to_<t>_<metric>`` for every metric of ``t``'s adapter against the true
+  ``t`` of the example (e.g. ``image_to_text_exact_match``: the caption decoded from the image's
+  codes alone equals the real caption);
+* user scorers, ``translation_scorers={"text->image": fn}``: ``fn(generated, sources)`` gets the
+  postprocessed translations (e.g. PIL images decoded from text codes only) and the *raw* source
+  values of the same examples (e.g. the caption strings, read from the dataset) and returns a
+  float or a dict of floats. A dict's keys that already start with ``<s>_to_<t>`` are kept
+  (``text_to_image_score``), others get that prefix plus ``_score_``. Values are averaged over
+  batches, weighted by the number of examples;
+* codebook statistics over the whole evaluation set (:class:`~mmvq.codebook_stats.
+  CodebookStatsAccumulator`): ``codebook_usage`` (fraction of codes used by any modality),
+  ``codebook_usage_per_modality``, ``perplexity`` (per modality), ``overlap`` (Jaccard of the
+  modalities' code sets; mean over pairs, with ``overlap_per_pair``) and ``same_code_agreement``
+  (per-example Jaccard of paired modalities' code sets; mean over pairs, with
+  ``same_code_agreement_per_pair``);
+* ``eval_samples``: the number of examples evaluated.
+
+It runs on the calling process only and makes no collective call (the training loop calls it on
+the main process while the others wait), so every number is exact, with no padding duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmvq.codebook_stats import CodebookStatsAccumulator
+from mmvq.samples import write_samples
+
+__all__ = ["evaluate", "dataset_references", "Scorer"]
+
+logger = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()
+
+Scorer = Callable[[list[Any], list[Any]], "float | Mapping[str, float]"]
+"""``scorer(generated, sources) -> float | {name: float}`` (see the module docstring)."""
+
+
+class _Means:
+    """Example-weighted means of named values."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, float] = {}
+
+    def add(self, name: str, value: float, weight: float) -> None:
+        value = float(value)
+        if value != value:  # nan
+            return
+        self.sums[name] = self.sums.get(name, 0.0) + value * weight
+        self.counts[name] = self.counts.get(name, 0.0) + weight
+
+    def result(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums) if self.counts[k] > 0}
+
+
+def _rows(batch: Mapping[str, Any], rows: Tensor) -> dict[str, Any]:
+    size = int(rows.shape[0])
+    return {
+        k: v[rows] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v
+        for k, v in batch.items()
+    }
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch: Mapping[str, Mapping[str, Tensor]]) -> int:
+    for sub in batch.values():
+        for v in sub.values():
+            if isinstance(v, Tensor) and v.dim() > 0:
+                return int(v.shape[0])
+    raise ValueError("evaluation batch holds no tensor")
+
+
+def _finite_rows(batch: Mapping[str, Mapping[str, Any]], size: int) -> Tensor:
+    """Bool ``[B]``: examples whose floating-point inputs are all finite."""
+    ok = torch.ones(size, dtype=torch.bool)
+    for sub in batch.values():
+        for v in sub.values():
+            if (
+                isinstance(v, Tensor)
+                and v.is_floating_point()
+                and v.dim() > 0
+                and v.shape[0] == size
+            ):
+                ok &= torch.isfinite(v.detach().cpu().reshape(size, -1)).all(dim=1)
+    return ok
+
+
+def _parse_scorers(
+    scorers: Mapping[str, Scorer] | None, modalities: Sequence[str]
+) -> dict[tuple[str, str], Scorer]:
+    parsed = {}
+    for key, fn in (scorers or {}).items():
+        source, sep, target = str(key).partition("->")
+        source, target = source.strip(), target.strip()
+        if not sep or source not in modalities or target not in modalities or source == target:
+            raise ValueError(
+                f"translation_scorers key {key!r} must be '<source>-><target>' with two different "
+                f"modalities of the model {list(modalities)}, e.g. 'text->image'"
+            )
+        if not callable(fn):
+            raise TypeError(
+                f"translation_scorers[{key!r}] must be callable, got {type(fn).__name__}"
+            )
+        parsed[(source, target)] = fn
+    return parsed
+
+
+def dataset_references(loader: Any) -> Callable[[int], Mapping[str, Any]] | None:
+    """Raw values of the ``i``-th example a loader yields, when that can be known.
+
+    Works for a loader over a :class:`mmvq.data.MultimodalDataset` (possibly inside a
+    ``torch.utils.data.Subset``) read in order (no shuffling): returns ``i -> {modality: raw
+    value}``. ``None`` otherwise.
+    """
+    from mmvq.data import MultimodalDataset
+
+    dataset = getattr(loader, "dataset", None)
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, torch.utils.data.SequentialSampler):
+        return None
+    indices: Sequence[int] | None = None
+    if isinstance(dataset, torch.utils.data.Subset):
+        indices, dataset = dataset.indices, dataset.dataset
+    if not isinstance(dataset, MultimodalDataset):
+        return None
+    rows, cmap = dataset.dataset, dataset.column_map
+
+    def raw(i: int) -> Mapping[str, Any]:
+        row = rows[int(indices[i]) if indices is not None else int(i)]
+        return {m: row.get(c) for m, c in cmap.items()}
+
+    return raw
+
+
+def _postprocess(adapter: nn.Module, recon: Tensor) -> list[Any]:
+    return list(adapter.postprocess(recon.float() if recon.is_floating_point() else recon))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    eval_loader: Iterable[Mapping[str, Mapping[str, Tensor]]],
+    accelerator: Any | None = None,
+    *,
+    translation_scorers: Mapping[str, Scorer] | None = None,
+    references: Callable[[int], Mapping[str, Any]] | None = None,
+    max_samples: int | None = None,
+    sample_dir: str | os.PathLike | None = None,
+    num_sample_rows: int = 8,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``eval_loader``; write samples to ``sample_dir`` when given.
+
+    Args:
+        model: a :class:`mmvq.MultimodalVQ` (unwrapped; it is put in eval mode and restored).
+        eval_loader: yields model batches ``{modality: {..., "present"}}`` (e.g. a DataLoader
+            with :class:`mmvq.data.MultimodalCollator`).
+        accelerator: optional ``accelerate.Accelerator``: its device and autocast are used.
+        translation_scorers: ``{"<source>-><target>": scorer}``; see the module docstring.
+        references: ``i -> {modality: raw value}`` of the ``i``-th example of the loader (needed
+            by scorers and for the originals in samples). Default: :func:`dataset_references`.
+        max_samples: stop after this many examples.
+        sample_dir: directory for the samples of the first ``num_sample_rows`` examples.
+        num_sample_rows: examples in the samples.
+
+    Returns:
+        the metrics dict described in the module docstring.
+    """
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"evaluate: max_samples must be None or >= 1, got {max_samples!r}")
+    modalities = tuple(model.modalities)
+    scorers = _parse_scorers(translation_scorers, modalities)
+    if references is None:
+        references = dataset_references(eval_loader)
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
+    was_training = model.training
+    model.eval()
+    means = _Means()
+    stats = CodebookStatsAccumulator(model.config.codebook.num_codes, modalities)
+    samples: dict[str, dict[str, list[Any]]] = {}
+    seen = 0  # examples read from the loader (the index of the next one)
+    skipped = 0  # examples left out for non-finite inputs
+    collected = 0  # examples in the samples
+    try:
+        for batch in eval_loader:
+            size = _batch_size(batch)
+            ids = torch.arange(seen, seen + size)  # loader positions, for references
+            within = (
+                ids < max_samples if max_samples is not None else torch.ones(size, dtype=torch.bool)
+            )
+            finite = _finite_rows(batch, size)
+            skipped += int((within & ~finite).sum())
+            keep = within & finite
+            seen += size
+            if not bool(keep.all()):
+                batch, ids = {m: _rows(sub, keep) for m, sub in batch.items()}, ids[keep]
+            if len(ids):
+                batch = _to_device(batch, device)
+                with autocast():
+                    out = model(batch)
+                    _reconstruction_metrics(model, batch, out, means)
+                    stats.update(dict(out.codes), {m: p.bool() for m, p in out.present.items()})
+                    translations = _translations(model, batch, out, means)
+                _score(model, scorers, translations, references, ids, means)
+                if sample_dir is not None and collected < num_sample_rows:
+                    collected += _collect_samples(
+                        model,
+                        out,
+                        translations,
+                        references,
+                        ids,
+                        num_sample_rows - collected,
+                        samples,
+                    )
+            if max_samples is not None and seen >= max_samples:
+                break
+    finally:
+        model.train(was_training)
+    evaluated = min(seen, max_samples or seen) - skipped
+    if evaluated <= 0:
+        raise ValueError(
+            "evaluate: no example to evaluate (the loader yielded none"
+            + (f", or all {skipped} hold NaN/Inf inputs" if skipped else "")
+            + "); check the eval dataset"
+        )
+    metrics: dict[str, Any] = means.result()
+    metrics.update(_codebook_metrics(stats.compute(), modalities))
+    metrics["eval_samples"] = evaluated
+    if skipped:
+        metrics["eval_nonfinite_examples"] = skipped
+        logger.warning("evaluate: left out %d example(s) whose inputs hold NaN/Inf values", skipped)
+    if sample_dir is not None and samples:
+        rates = {m: getattr(model.adapters[m].config, "sample_rate", None) for m in samples}
+        write_samples(sample_dir, samples, rates)
+    return metrics
+
+
+def _reconstruction_metrics(
+    model: nn.Module, batch: Mapping[str, Any], out: Any, means: _Means
+) -> None:
+    for m, recon in out.recon.items():
+        rows = out.present.get(m)
+        if rows is None or not bool(rows.any()):
+            continue
+        n = float(rows.sum())
+        for name, value in model.adapters[m].metrics(_rows(batch[m], rows), recon[rows]).items():
+            means.add(f"{m}_{name}", value, n)
+        if m in out.rec_loss_mean:
+            means.add(f"{m}_rec_loss", float(out.rec_loss_mean[m]), n)
+
+
+def _translations(
+    model: nn.Module, batch: Mapping[str, Any], out: Any, means: _Means
+) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
+    """Decode each modality from each other modality's codes alone; score with adapter metrics.
+
+    Returns ``{(source, target): (rows, translation of those rows)}``.
+    """
+    result = {}
+    for target in out.present:
+        for source in out.present:
+            if source == target:
+                continue
+            rows = out.present[source] & out.present[target]
+            if not bool(rows.any()):
+                continue
+            generated = model.decode({source: out.codes[source][rows]}, targets=[target])[target]
+            result[(source, target)] = (rows, generated)
+            n = float(rows.sum())
+            for name, value in (
+                model.adapters[target].metrics(_rows(batch[target], rows), generated).items()
+            ):
+                means.add(f"{source}_to_{target}_{name}", value, n)
+    return result
+
+
+def _score(
+    model: nn.Module,
+    scorers: Mapping[tuple[str, str], Scorer],
+    translations: Mapping[tuple[str, str], tuple[Tensor, Tensor]],
+    references: Callable[[int], Mapping[str, Any]] | None,
+    ids: Tensor,
+    means: _Means,
+) -> None:
+    for (source, target), fn in scorers.items():
+        if (source, target) not in translations:
+            continue
+        if references is None:
+            if (source, target) not in _WARNED:
+                _WARNED.add((source, target))
+                logger.warning(
+                    "translation scorer '%s->%s' skipped: it needs the raw %r values of the "
+                    "evaluation examples; evaluate a DataLoader over a mmvq.data.MultimodalDataset "
+                    "without shuffling, or pass references=...",
+                    source,
+                    target,
+                    source,
+                )
+            continue
+        rows, generated = translations[(source, target)]
+        index = ids[rows.cpu()].tolist()
+        sources = [references(i)[source] for i in index]
+        result = fn(_postprocess(model.adapters[target], generated), sources)
+        prefix = f"{source}_to_{target}"
+        if isinstance(result, Mapping):
+            for name, value in result.items():
+                key = name if name.startswith(prefix) else f"{prefix}_score_{name}"
+                means.add(key, float(value), len(index))
+        else:
+            means.add(f"{prefix}_score", float(result), len(index))
+
+
+def _collect_samples(
+    model: nn.Module,
+    out: Any,
+    translations: Mapping[tuple[str, str], tuple[Tensor, Tensor]],
+    references: Callable[[int], Mapping[str, Any]] | None,
+    ids: Tensor,
+    limit: int,
+    samples: dict[str, dict[str, list[Any]]],
+) -> int:
+    """Add up to ``limit`` examples of this batch to ``samples``; returns how many."""
+    take = min(limit, len(ids))
+    for target in model.modalities:
+        if target not in out.recon:  # the modality is absent from this batch: keep rows aligned
+            for column in samples.get(target, {}).values():
+                column.extend([None] * take)
+            continue
+        recon = out.recon[target]
+        adapter = model.adapters[target]
+        columns = samples.setdefault(target, {})
+        present = out.present[target][:take].tolist()
+        originals = [
+            references(int(ids[i])).get(target) if references and present[i] else None
+            for i in range(take)
+        ]
+        rec = _postprocess(adapter, recon[:take])
+        columns.setdefault("original", []).extend(originals)
+        columns.setdefault("reconstruction", []).extend(
+            r if p else None for r, p in zip(rec, present)
+        )
+        for source in out.present:
+            if source == target:
+                continue
+            column = columns.setdefault(f"from_{source}", [])
+            if (source, target) not in translations:
+                column.extend([None] * take)
+                continue
+            rows, generated = translations[(source, target)]
+            outputs = _postprocess(adapter, generated)
+            position = {row: k for k, row in enumerate(rows.nonzero().flatten().tolist())}
+            column.extend(outputs[position[i]] if i in position else None for i in range(take))
+    return take
+
+
+def _codebook_metrics(stats: Mapping[str, float], modalities: Sequence[str]) -> dict[str, Any]:
+    per = lambda prefix: {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith(prefix)}  # noqa: E731
+    overlap, agreement = per("overlap/"), per("agreement/")
+    result: dict[str, Any] = {
+        "codebook_usage": stats.get("usage/all", 0.0),
+        "codebook_usage_per_modality": {m: v for m, v in per("usage/").items() if m != "all"},
+        "perplexity": per("perplexity/"),
+    }
+    if overlap:
+        result["overlap"] = sum(overlap.values()) / len(overlap)
+        result["overlap_per_pair"] = overlap
+    if agreement:
+        result["same_code_agreement"] = sum(agreement.values()) / len(agreement)
+        result["same_code_agreement_per_pair"] = agreement
+    return result

@@ -1,0 +1,368 @@
+"""`TrainConfig`: every option of :func:`mmvq.train`, validated at construction.
+
+The config is a flat dataclass that ``transformers.HfArgumentParser`` turns into CLI flags (and
+reads from YAML/JSON), except for two nested groups, :class:`~mmvq.balance.BalancerConfig` and
+:class:`~mmvq.align.AlignmentConfig`. On the command line each nested group is one flag that takes
+a short form, ``key=value`` pairs or a JSON object::
+
+    --balancer gradnorm
+    --balancer 'name=static,weights={"image": 1.0, "text": 2.0}'   # (JSON for the dict)
+    --balancer '{"name": "dwa", "dwa_temperature": 2.0}'
+    --alignment 0.1                       # the weight
+    --alignment weight=0.1,temperature=0.5
+
+In YAML they are plain mappings (``balancer: {name: gradnorm}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmvq.align import AlignmentConfig
+from mmvq.balance import BALANCERS, BalancerConfig
+
+__all__ = [
+    "TrainConfig",
+    "MIXED_PRECISION",
+    "LR_SCHEDULERS",
+    "GAN_LOSSES",
+    "parse_sub_config",
+]
+
+MIXED_PRECISION: tuple[str, ...] = ("no", "bf16", "fp16")
+LR_SCHEDULERS: tuple[str, ...] = ("cosine", "linear", "constant")
+GAN_LOSSES: tuple[str, ...] = ("hinge", "non-saturating")
+
+
+def _parse_value(text: str) -> Any:
+    """A ``key=value`` value: JSON when it parses (numbers, bools, objects), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _split_pairs(text: str) -> list[str]:
+    """Split ``a=1,b={"x": 1, "y": 2}`` at top-level commas (not inside braces/brackets)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_sub_config(value: Any, cls: type, field_name: str, shorthand: str) -> Any:
+    """Turn a nested-config value (instance, dict, JSON, ``k=v`` pairs or shorthand) into ``cls``.
+
+    Args:
+        value: what the user gave.
+        cls: the config dataclass (``BalancerConfig``, ``AlignmentConfig``).
+        field_name: the TrainConfig field, for error messages.
+        shorthand: the field of ``cls`` a bare value sets (``name`` / ``weight``).
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return cls()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as err:
+                raise ValueError(
+                    f"TrainConfig.{field_name}={value!r} is not valid JSON ({err}); write e.g. "
+                    f"'{{\"{shorthand}\": ...}}' or '{shorthand}=...'"
+                ) from None
+        elif "=" in text:
+            pairs = {}
+            for part in _split_pairs(text):
+                key, sep, raw = part.partition("=")
+                if not sep:
+                    raise ValueError(
+                        f"TrainConfig.{field_name}={value!r}: {part!r} is not a key=value pair; "
+                        f"write e.g. '{shorthand}=...,other=...'"
+                    )
+                pairs[key.strip()] = _parse_value(raw.strip())
+            value = pairs
+        else:
+            value = {shorthand: _parse_value(text)}
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"TrainConfig.{field_name} must be a {cls.__name__}, a dict, or a string "
+            f"('{shorthand}', 'key=value,...' or JSON), got {type(value).__name__}: {value!r}"
+        )
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(
+            f"TrainConfig.{field_name} got unknown option(s) {unknown}; {cls.__name__} has "
+            f"{sorted(names)}"
+        )
+    return cls(**value)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`mmvq.train` (one flag each in the recipes).
+
+    Steps are optimizer steps (one step = ``gradient_accumulation_steps`` micro-batches per
+    process). ``*_every`` options count optimizer steps; 0 turns the periodic action off (the run
+    still evaluates and checkpoints once at the end).
+    """
+
+    output_dir: str = field(
+        default="outputs/mmvq",
+        metadata=_help("Where checkpoints, samples, logs and metrics.json go."),
+    )
+    max_steps: int = field(
+        default=1000, metadata=_help("Optimizer steps to train; <= 0: use num_epochs.")
+    )
+    num_epochs: int = field(default=1, metadata=_help("Epochs to train when max_steps <= 0."))
+    per_device_batch_size: int = field(
+        default=16, metadata=_help("Training batch size per process.")
+    )
+    per_device_eval_batch_size: int | None = field(
+        default=None, metadata=_help("Eval batch size (default: the training one).")
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=_help("Micro-batches per optimizer step.")
+    )
+    learning_rate: float = field(
+        default=2e-4, metadata=_help("Peak learning rate of the model (AdamW).")
+    )
+    disc_learning_rate: float | None = field(
+        default=None, metadata=_help("Discriminators' learning rate (default: learning_rate).")
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    adam_beta1: float = field(default=0.5, metadata=_help("AdamW beta1 (VQGAN uses 0.5)."))
+    adam_beta2: float = field(default=0.9, metadata=_help("AdamW beta2 (VQGAN uses 0.9)."))
+    adam_epsilon: float = field(default=1e-8, metadata=_help("AdamW epsilon."))
+    lr_scheduler: str = field(
+        default="cosine", metadata=_help(f"Learning-rate schedule after warm-up: {LR_SCHEDULERS}.")
+    )
+    lr_warmup_steps: int = field(default=0, metadata=_help("Linear warm-up steps."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0: off)."))
+    mixed_precision: str = field(
+        default="no",
+        metadata=_help(f"One of {MIXED_PRECISION}; the codebook always computes in fp32."),
+    )
+    seed: int = field(
+        default=0, metadata=_help("Seed of everything (weights, shuffling, modality dropout).")
+    )
+    cpu: bool = field(default=False, metadata=_help("Train on the CPU even when a GPU is present."))
+    shuffle: bool = field(
+        default=True, metadata=_help("Shuffle the training data (map-style datasets).")
+    )
+    dataloader_drop_last: bool = field(
+        default=True, metadata=_help("Drop the last incomplete training batch.")
+    )
+    dataloader_num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    gan_weight: float = field(
+        default=0.1, metadata=_help("Weight of the GAN generator loss (0: no GAN head at all).")
+    )
+    gan_start_step: int = field(
+        default=2000,
+        metadata=_help("No GAN loss (and no discriminator training) before this step."),
+    )
+    gan_loss: str = field(default="hinge", metadata=_help(f"GAN loss: {GAN_LOSSES}."))
+    adaptive_weight: bool = field(
+        default=True, metadata=_help("Scale each modality's GAN loss by the VQGAN adaptive weight.")
+    )
+    adaptive_weight_max: float = field(
+        default=1e4, metadata=_help("Upper clamp of the adaptive weight.")
+    )
+    balancer: BalancerConfig | str | None = field(
+        default_factory=BalancerConfig,
+        metadata=_help(
+            f"Modality balancer: a name {sorted(BALANCERS)}, 'key=value,...' or JSON of "
+            "BalancerConfig."
+        ),
+    )
+    balancer_window: int = field(
+        default=50, metadata=_help("Steps per window for window-based balancers (DWA).")
+    )
+    alignment: AlignmentConfig | str | None = field(
+        default_factory=AlignmentConfig,
+        metadata=_help(
+            "Cross-modal code-matching loss: a weight, 'weight=0.1,temperature=1.0' or JSON of "
+            "AlignmentConfig."
+        ),
+    )
+    ema_decay: float = field(
+        default=0.0, metadata=_help("EMA of the weights used for evaluation (0: off; e.g. 0.999).")
+    )
+    log_every: int = field(default=10, metadata=_help("Log training statistics every N steps."))
+    eval_every: int = field(
+        default=500,
+        metadata=_help("Evaluate and write samples every N steps (0: only at the end)."),
+    )
+    save_every: int = field(
+        default=500, metadata=_help("Checkpoint every N steps (0: only at the end).")
+    )
+    keep_last_checkpoints: int = field(
+        default=2, metadata=_help("Checkpoints kept (older ones are deleted; 0: keep all).")
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata=_help("'latest' (in output_dir) or a checkpoint directory.")
+    )
+    report_to: str = field(
+        default="auto",
+        metadata=_help(
+            "Trackers: 'auto' (TensorBoard when installed), 'none', 'tensorboard', 'all', ..."
+        ),
+    )
+    tracker_project_name: str = field(
+        default="mmvq", metadata=_help("Project name given to the trackers.")
+    )
+    max_eval_samples: int | None = field(
+        default=256, metadata=_help("Evaluate on at most N samples (None: all).")
+    )
+    num_sample_rows: int = field(
+        default=8, metadata=_help("Examples written to samples/step-N/ at each evaluation.")
+    )
+    max_consecutive_nonfinite: int = field(
+        default=20, metadata=_help("Abort after this many non-finite steps in a row.")
+    )
+    tqdm: bool = field(default=True, metadata=_help("Show a progress bar (main process only)."))
+
+    def __post_init__(self) -> None:
+        self.balancer = parse_sub_config(self.balancer, BalancerConfig, "balancer", "name")
+        self.alignment = parse_sub_config(self.alignment, AlignmentConfig, "alignment", "weight")
+        self._check_ints()
+        self._check_floats()
+        self._check_choices()
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise ValueError(
+                f"TrainConfig.output_dir must be a non-empty path, got {self.output_dir!r}; "
+                "e.g. output_dir='outputs/my_run'"
+            )
+        if self.resume_from_checkpoint is not None and not (
+            isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.strip()
+        ):
+            raise ValueError(
+                f"TrainConfig.resume_from_checkpoint must be None, 'latest' or a checkpoint "
+                f"directory, got {self.resume_from_checkpoint!r}"
+            )
+        if self.resume_from_checkpoint == "":
+            self.resume_from_checkpoint = None
+
+    def _check_ints(self) -> None:
+        minimum = {
+            "per_device_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "num_epochs": 1,
+            "lr_warmup_steps": 0,
+            "seed": 0,
+            "dataloader_num_workers": 0,
+            "gan_start_step": 0,
+            "balancer_window": 1,
+            "log_every": 1,
+            "eval_every": 0,
+            "save_every": 0,
+            "keep_last_checkpoints": 0,
+            "num_sample_rows": 0,
+            "max_consecutive_nonfinite": 1,
+        }
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"TrainConfig.{name} must be an int >= {low}, got {value!r}")
+        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool):
+            raise ValueError(
+                f"TrainConfig.max_steps must be an int (<= 0 to train num_epochs epochs), got "
+                f"{self.max_steps!r}"
+            )
+        for name in ("per_device_eval_batch_size", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ValueError(f"TrainConfig.{name} must be None or an int >= 1, got {value!r}")
+
+    def _check_floats(self) -> None:
+        def number(
+            name: str, low: float, high: float = math.inf, *, low_open: bool = False
+        ) -> None:
+            value = getattr(self, name)
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+            ok = ok and (value > low if low_open else value >= low) and value <= high
+            if not ok:
+                bound = f"{'>' if low_open else '>='} {low}" + (
+                    f" and <= {high}" if high < math.inf else ""
+                )
+                raise ValueError(
+                    f"TrainConfig.{name} must be a finite number {bound}, got {value!r}"
+                )
+
+        number("learning_rate", 0.0, low_open=True)
+        if self.disc_learning_rate is not None:
+            number("disc_learning_rate", 0.0, low_open=True)
+        number("weight_decay", 0.0)
+        number("adam_beta1", 0.0, 1.0)
+        number("adam_beta2", 0.0, 1.0)
+        number("adam_epsilon", 0.0, low_open=True)
+        number("max_grad_norm", 0.0)
+        number("gan_weight", 0.0)
+        number("adaptive_weight_max", 0.0, low_open=True)
+        number("ema_decay", 0.0, 1.0)
+        if self.ema_decay == 1.0:
+            raise ValueError(
+                "TrainConfig.ema_decay=1.0 would freeze the EMA weights at their initial values; "
+                "use a value in (0, 1), e.g. 0.999, or 0 to turn the EMA off"
+            )
+
+    def _check_choices(self) -> None:
+        choices = {
+            "mixed_precision": MIXED_PRECISION,
+            "lr_scheduler": LR_SCHEDULERS,
+            "gan_loss": GAN_LOSSES,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
+        for name in ("cpu", "shuffle", "dataloader_drop_last", "adaptive_weight", "tqdm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.report_to, str) or not self.report_to.strip():
+            raise ValueError(
+                "TrainConfig.report_to must be a tracker name ('auto', 'none', 'tensorboard', "
+                "'all', "
+                f"or a comma-separated list), got {self.report_to!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every option (nested configs as dicts)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build from :meth:`to_dict` output (unknown keys are an error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"TrainConfig got unknown option(s) {unknown}; known: {sorted(names)}")
+        return cls(**data)

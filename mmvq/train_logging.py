@@ -1,0 +1,94 @@
+"""Windowed training statistics, reduced across processes, for trackers and the progress bar.
+
+Every process adds scalars (floats or 0-d tensors, no host sync) to a :class:`MetricWindow`; at a
+log step every process calls :meth:`MetricWindow.reduce`, which agrees on the union of the names
+(a rank whose batches lacked a modality has no ``loss/rec/<m>``) and all-reduces sums and counts,
+so each name's value is its mean over every process's contributions in the window. Non-finite
+values are left out of the means (and counted by the loop as skipped steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["MetricWindow", "flatten_metrics"]
+
+
+class MetricWindow:
+    """Sums and counts of named scalars since the last :meth:`reduce`."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor | float] = {}
+        self._counts: dict[str, Tensor | float] = {}
+
+    def add(self, name: str, value: float | Tensor) -> None:
+        """Add one observation of ``name`` (non-finite values are ignored)."""
+        if isinstance(value, Tensor):
+            value = value.detach().float().reshape(())
+            finite = torch.isfinite(value)
+            value = torch.where(finite, value, torch.zeros_like(value))
+            count: Tensor | float = finite.float()
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                return
+            count = 1.0
+        self._sums[name] = self._sums.get(name, 0.0) + value
+        self._counts[name] = self._counts.get(name, 0.0) + count
+
+    def add_all(self, values: Mapping[str, float | Tensor], prefix: str = "") -> None:
+        for name, value in values.items():
+            self.add(prefix + name, value)
+
+    def reduce(self, accelerator: Any | None = None) -> dict[str, float]:
+        """Means over the window and over all processes; resets the window.
+
+        Every process must call it at the same step (it makes collectives when distributed).
+        """
+        names = sorted(self._sums)
+        distributed = accelerator is not None and accelerator.num_processes > 1
+        device = accelerator.device if accelerator is not None else torch.device("cpu")
+        if distributed:
+            from accelerate.utils import gather_object
+
+            names = sorted(set().union(*gather_object([names])))
+        if not names:
+            return {}
+        sums = torch.stack(
+            [
+                torch.as_tensor(self._sums.get(n, 0.0), dtype=torch.float32, device=device)
+                for n in names
+            ]
+        )
+        counts = torch.stack(
+            [
+                torch.as_tensor(self._counts.get(n, 0.0), dtype=torch.float32, device=device)
+                for n in names
+            ]
+        )
+        packed = torch.stack([sums, counts])
+        if distributed:
+            packed = accelerator.reduce(packed, reduction="sum")
+        packed = packed.cpu()
+        self._sums.clear()
+        self._counts.clear()
+        return {
+            n: float(packed[0, i] / packed[1, i]) for i, n in enumerate(names) if packed[1, i] > 0
+        }
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"perplexity": {"image": 3.0}}`` -> ``{"perplexity/image": 3.0}``; non-numbers dropped."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_metrics(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat

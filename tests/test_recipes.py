@@ -1,0 +1,206 @@
+"""The recipes and what they share (mmvq/recipe_config.py): parsing, model building, and the
+recipe scripts themselves run in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmvq.recipe_config import (
+    HubArguments,
+    ModelArguments,
+    build_model,
+    data_config,
+    default_scorers,
+    parse_recipe_args,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_flags_override_recipe_defaults():
+    args = parse_recipe_args(
+        [
+            "--max_steps",
+            "3",
+            "--balancer",
+            "dwa",
+            "--alignment",
+            "0.2",
+            "--text_column",
+            "caption",
+            "--cpu",
+        ],
+        defaults={"output_dir": "outputs/x", "max_steps": 10, "num_codes": 128},
+    )
+    assert args.train.max_steps == 3 and args.train.output_dir == "outputs/x" and args.train.cpu
+    assert args.train.balancer.name == "dwa" and args.train.alignment.weight == 0.2
+    assert args.model.num_codes == 128
+    data = data_config(args.data, args.train)
+    assert data.column_map(["image", "text"]) == {"image": "image", "text": "caption"}
+
+
+def test_a_yaml_file_then_flags(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "max_steps: 5\nseed: 3\nbalancer: {name: gradnorm, gradnorm_alpha: 0.5}\nimage_column: img\n"
+        "adapter_overrides: {image: {base_channels: 16, num_groups: 8}}\nmax_eval_samples: 7\n"
+    )
+    args = parse_recipe_args([str(config), "--max_steps", "9"], defaults={"output_dir": "o"})
+    assert args.train.max_steps == 9 and args.train.seed == 3
+    assert args.train.balancer.name == "gradnorm" and args.train.balancer.gradnorm_alpha == 0.5
+    assert args.model.adapter_overrides == {"image": {"base_channels": 16, "num_groups": 8}}
+    data = data_config(args.data, args.train)
+    assert data.seed == 3 and data.max_eval_samples == 7 and data.image_column == "img"
+    as_json = tmp_path / "run.json"
+    as_json.write_text(json.dumps({"max_steps": 4, "modalities": "image"}))
+    args = parse_recipe_args([str(as_json)])
+    assert args.train.max_steps == 4 and args.model.modality_list == ["image"]
+
+
+def test_bad_recipe_arguments_are_clear_errors(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("max_step: 5\n")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['max_step'\]"):
+        parse_recipe_args([str(config)])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        parse_recipe_args([str(tmp_path / "missing.yaml")])
+    with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
+        HubArguments(push_to_hub=True)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        ModelArguments(preset="huge")
+    with pytest.raises(ValueError, match="not among the modalities"):
+        ModelArguments(adapter_overrides='{"audio": {"n_mels": 8}}')
+    with pytest.raises(ValueError, match="distinct modality names"):
+        ModelArguments(modalities="image,image")
+
+
+@pytest.mark.parametrize("name", ["image_text_gpu.yaml", "image_text_audio_gpu.yaml"])
+def test_gpu_presets_parse(name):
+    args = parse_recipe_args([str(ROOT / "recipes" / "configs" / name)])
+    assert args.model.preset == "gpu-base" and args.train.mixed_precision == "bf16"
+    assert args.model.resolved()["code_dim"] == 256
+    assert "image" in args.model.modality_list and "text" in args.model.modality_list
+
+
+def test_build_model_applies_presets_and_overrides():
+    args = ModelArguments(
+        modalities="image,text",
+        num_codes=32,
+        code_dim=16,
+        decoder_dim=32,
+        decoder_depth=1,
+        decoder_heads=2,
+        adapter_overrides={
+            "image": {"base_channels": 16, "num_groups": 8},
+            "text": {"d_model": 32, "num_heads": 2},
+        },
+        codebook_overrides="restart_every=7",
+    )
+    model = build_model(args)
+    assert model.modalities == ("image", "text")
+    assert (
+        model.adapters["image"].config.base_channels == 16
+        and model.adapters["image"].config.resolution == 32
+    )
+    assert all(a.config.code_dim == 16 for a in model.adapters.values())
+    assert model.config.codebook.num_codes == 32 and model.config.codebook.restart_every == 7
+    assert model.config.decoder.dim == 32
+
+
+def test_text_to_image_scoring_only_for_the_builtin_shapes_data():
+    args = parse_recipe_args([])
+    assert set(default_scorers(data_config(args.data, args.train), ["image", "text"])) == {
+        "text->image"
+    }
+    args = parse_recipe_args(["--train_file", "data.jsonl"])
+    assert default_scorers(data_config(args.data, args.train), ["image", "text"]) == {}
+
+
+def _run(script: str, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / script),
+            "--output_dir",
+            str(tmp_path / "out"),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.slow
+def test_image_text_recipe_with_its_defaults_for_two_steps(tmp_path):
+    proc = _run(
+        "fuse_image_text.py", tmp_path, "--max_steps", "2", "--report_to", "none", "--tqdm", "false"
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "image_psnr",
+        "image_ssim",
+        "text_exact_match",
+        "text_token_accuracy",
+        "text_to_image_score",
+        "image_to_text_exact_match",
+        "codebook_usage",
+        "perplexity",
+        "same_code_agreement",
+        "train_seconds",
+    ):
+        assert key in metrics, key
+    assert metrics["steps"] == 2 and metrics["eval_samples"] == 128
+    assert (out / "samples" / "step-2" / "image.png").is_file() and (
+        out / "samples" / "step-2" / "text.txt"
+    ).is_file()
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    assert (out / "final" / "config.json").is_file()
+    assert f"Outputs in {out.resolve()}" in proc.stdout and "text_to_image_score" in proc.stdout
+
+
+@pytest.mark.slow
+def test_image_text_audio_recipe_runs(tmp_path):
+    proc = _run(
+        "fuse_image_text_audio.py",
+        tmp_path,
+        "--max_steps",
+        "2",
+        "--builtin_num_train",
+        "32",
+        "--builtin_num_eval",
+        "8",
+        "--per_device_batch_size",
+        "4",
+        "--max_eval_samples",
+        "8",
+        "--num_sample_rows",
+        "2",
+        "--report_to",
+        "none",
+        "--tqdm",
+        "false",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for key in (
+        "audio_logmel_l1",
+        "audio_to_text_exact_match",
+        "image_to_text_exact_match",
+        "text_to_image_score",
+    ):
+        assert key in metrics, key
+    assert set(metrics["perplexity"]) == {"image", "text", "audio"}
+    wavs = sorted(p.name for p in (tmp_path / "out" / "samples" / "step-2").glob("*.wav"))
+    assert "audio_00_reconstruction.wav" in wavs and "audio_00_from_text.wav" in wavs

@@ -1,0 +1,29 @@
+"""Windowed training statistics (mmvq/train_logging.py)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mmvq.train_logging import MetricWindow, flatten_metrics
+
+
+def test_means_skip_nonfinite_values_and_the_window_resets():
+    w = MetricWindow()
+    w.add("loss", 1.0)
+    w.add("loss", torch.tensor(3.0))
+    w.add("loss", float("nan"))
+    w.add("loss", torch.tensor(float("inf")))
+    w.add_all({"a": torch.tensor(2.0), "b": 4.0}, prefix="x/")
+    w.add("only_nan", float("nan"))
+    assert w.reduce() == {"loss": 2.0, "x/a": 2.0, "x/b": 4.0}
+    assert w.reduce() == {}
+
+
+def test_flatten_metrics_nests_names_and_drops_non_numbers():
+    flat = flatten_metrics(
+        {"perplexity": {"image": 3.0, "text": 2}, "usage": 0.5, "name": "x", "ok": True}, "eval/"
+    )
+    assert flat == {"eval/perplexity/image": 3.0, "eval/perplexity/text": 2.0, "eval/usage": 0.5}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in flat.values())
