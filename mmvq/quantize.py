@@ -315,6 +315,14 @@ def _rotate_to(src: Tensor, tgt: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- module
+def _all_ranks_agree(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` holds on every rank (one all-reduce when distributed)."""
+    if not distributed.is_distributed():
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0], device=device)
+    return float(distributed.all_reduce_(t)) == 0.0
+
+
 class SharedCodebook(nn.Module):
     """One codebook of ``K`` codes shared by several modalities (see the module docstring).
 
@@ -540,8 +548,10 @@ class SharedCodebook(nn.Module):
             )
         if train and not self._is_initialized():
             sample = {m: flat[m].detach().float() for m in active}
-            self._check_data(z, masks, required, sample)  # before k-means touches the codebook
-            self._kmeans_init(sample, weight)
+            # before k-means touches the codebook; every rank must agree to run it (collectives)
+            finite = self._check_data(z, masks, required, sample, allow_nonfinite=True)
+            if _all_ranks_agree(finite, self.cluster_size.device):
+                self._kmeans_init(sample, weight)
 
         codes_lookup = self._codes()
         z_q: dict[str, Tensor] = {}
@@ -567,11 +577,14 @@ class SharedCodebook(nn.Module):
                     xf.detach(), idx, torch.bincount(idx, minlength=cfg.num_codes)
                 )
 
-        # the losses sum every real token: a non-finite one means non-finite z (no extra pass)
-        self._check_data(z, masks, required, losses)
+        # the losses sum every real token: a non-finite one means non-finite z (no extra pass).
+        # In training a non-finite batch is not an input error but a diverging step: the
+        # statistics are left untouched on every rank and the (non-finite) loss tells the loop
+        # to skip the step.
+        finite = self._check_data(z, masks, required, losses, allow_nonfinite=train)
         stats = self._batch_stats(codes, {m: a.counts for m, a in assigned.items()})
-        if train:
-            self._train_step(assigned, weight)
+        if train and self._is_initialized():
+            self._train_step(assigned, weight, finite)
         return QuantizerOutput(z_q=z_q, codes=codes, loss=losses, stats=stats)
 
     # ------------------------------------------------------------------ forward parts
@@ -618,7 +631,8 @@ class SharedCodebook(nn.Module):
         weight: dict[str, float],
         with_sums: bool,
         candidates: int = 0,
-    ) -> _Reduced:
+        finite: bool = True,
+    ) -> _Reduced | None:
         """Modality-weighted counts/sums (+ reservoir candidates), summed over all ranks.
 
         Two all-reduces, the same on every rank whatever modalities its batch holds (absent
@@ -629,11 +643,15 @@ class SharedCodebook(nn.Module):
         k, dl, n_mod = self.config.num_codes, self.lookup_dim, len(self.modalities)
         dev = self.cluster_size.device
         world, rank = distributed.world_size(), distributed.rank()
-        meta = torch.zeros(3, n_mod)  # tokens, weight, present
+        meta = torch.zeros(3 * n_mod + 1)  # tokens, weight, present per modality; non-finite
         for m, (xf, _, _) in assigned.items():
-            meta[:, self._index[m]] = torch.tensor([float(xf.shape[0]), weight[m], 1.0])
+            i = self._index[m]
+            meta[[i, n_mod + i, 2 * n_mod + i]] = torch.tensor([float(xf.shape[0]), weight[m], 1.0])
+        meta[-1] = 0.0 if finite else 1.0
         meta = distributed.all_reduce_(meta.to(dev))
-        tokens, wsum, n_present = meta
+        if float(meta[-1]) > 0:  # identical on every rank, so every rank returns here
+            return None
+        tokens, wsum, n_present = meta[:-1].view(3, n_mod)
         w = torch.where(n_present > 0, wsum / n_present.clamp_min(1), torch.zeros_like(wsum))
         scale = w / w.sum() * tokens.sum() / tokens.clamp_min(1)
 
@@ -671,10 +689,16 @@ class SharedCodebook(nn.Module):
         return _Reduced(counts, sums, cand, cand_n)
 
     @torch.no_grad()
-    def _train_step(self, assigned: dict[str, _Assigned], weight: dict[str, float]) -> None:
+    def _train_step(
+        self, assigned: dict[str, _Assigned], weight: dict[str, float], finite: bool = True
+    ) -> None:
         cfg = self.config
         restarts = cfg.restart_every > 0
-        red = self._reduce(assigned, weight, cfg.ema, self._reservoir_take() if restarts else 0)
+        red = self._reduce(
+            assigned, weight, cfg.ema, self._reservoir_take() if restarts else 0, finite=finite
+        )
+        if red is None:  # some rank saw non-finite tokens: no rank updates anything
+            return
         self.cluster_size.lerp_(red.counts, 1 - cfg.decay)
         if cfg.ema:
             self.code_sums.lerp_(red.sums, 1 - cfg.decay)
@@ -792,6 +816,7 @@ class SharedCodebook(nn.Module):
                 idx = _nearest(xf, centroids, cfg.memory_budget_mb)
                 assigned[m] = _Assigned(xf, idx, torch.bincount(idx, minlength=k))
             red = self._reduce(assigned, weight, with_sums=True)
+            assert red is not None  # the data were checked finite on every rank
             used = red.counts > 0
             means = red.sums / red.counts.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(1)
             centroids = torch.where(used.unsqueeze(1), means, centroids)
@@ -969,10 +994,12 @@ class SharedCodebook(nn.Module):
         masks: dict[str, Tensor | None],
         required: dict[str, Tensor | None],
         values: dict[str, Tensor],
-    ) -> None:
+        allow_nonfinite: bool = False,
+    ) -> bool:
         """Data checks in one host sync: ``values[m]`` (the real tokens, or the loss computed
         from all of them) must be finite, and every sample that holds a modality must have at
-        least one real token of it."""
+        least one real token of it. With ``allow_nonfinite`` a non-finite value is reported
+        (``False``) instead of raised."""
 
         def empty_rows(m: str) -> Tensor:
             rows = ~masks[m].any(1)
@@ -981,7 +1008,7 @@ class SharedCodebook(nn.Module):
         flags = [torch.isfinite(v).all() for v in values.values()]
         flags += [~empty_rows(m).any() for m in masks if masks[m] is not None]
         if bool(torch.stack(flags).all()):
-            return
+            return True
         for m, mk in masks.items():
             if mk is not None:
                 empty = empty_rows(m).nonzero().flatten().tolist()
@@ -992,6 +1019,8 @@ class SharedCodebook(nn.Module):
                         f"sample, or mark {m!r} absent for it with present[{m!r}][{empty[0]}] = "
                         "False."
                     )
+        if allow_nonfinite:
+            return False
         for m, value in values.items():
             if not bool(torch.isfinite(value).all()):
                 real = z[m] if masks[m] is None else z[m][masks[m]]

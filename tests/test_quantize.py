@@ -485,12 +485,6 @@ GOOD = torch.randn(2, 3, 8)
             None,
             "batch size 3 but z\\['image'\\] has 2",
         ),
-        (
-            {"image": GOOD.clone().index_fill_(1, torch.tensor([1]), float("nan"))},
-            None,
-            None,
-            "non-finite",
-        ),
         ({"image": GOOD}, [True], None, "mask must be None or a dict"),
         (
             {"image": GOOD},
@@ -559,9 +553,14 @@ def test_non_finite_first_batch_leaves_codebook_uninitialised() -> None:
     before = cb.code_vectors.clone()
     z = torch.randn(2, 4, 8)
     z[1, 2, 3] = float("inf")
-    with pytest.raises(AdapterInputError, match=r"z\['image'\] holds 1 non-finite value"):
-        cb({"image": z})
+    # In training a diverging batch is a step to skip, not an input error: the loss says so.
+    out = cb({"image": z})
+    assert not torch.isfinite(out.loss["image"])
     assert not bool(cb.initialized) and torch.equal(cb.code_vectors, before)
+    # Outside training it is an input error.
+    with pytest.raises(AdapterInputError, match=r"z\['image'\] holds 1 non-finite value"):
+        cb.eval()({"image": z})
+    cb.train()
     # NaN in padding is not data: it is ignored
     z[1, 2, 3] = float("nan")
     mask = torch.ones(2, 4, dtype=torch.bool)
@@ -569,6 +568,21 @@ def test_non_finite_first_batch_leaves_codebook_uninitialised() -> None:
     out = cb({"image": z}, mask={"image": mask})
     assert bool(cb.initialized) and out.codes["image"][1, 2] == -1
     assert torch.isfinite(cb.code_vectors).all()
+
+
+def test_non_finite_training_batch_leaves_every_buffer_untouched() -> None:
+    cb = make(kmeans_init=True, restart_every=1).train()
+    cb({"image": torch.randn(4, 4, 8)})
+    before = {k: v.clone() for k, v in cb.state_dict().items()}
+    z = torch.randn(4, 4, 8)
+    z[0, 0, 0] = float("nan")
+    out = cb({"image": z})
+    assert not torch.isfinite(out.loss["image"])
+    after = cb.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # and training goes on afterwards
+    cb({"image": torch.randn(4, 4, 8)})
+    assert int(cb.steps) == int(before["steps"]) + 1
 
 
 def test_lookup_and_embed_bad_inputs() -> None:

@@ -230,12 +230,14 @@ class _PairAdapter(ModalityAdapter):
 
 
 class _PairData(torch.utils.data.Dataset):
-    def __init__(self, adapter, n, huge):
+    def __init__(self, adapter, n, huge, huge_input=()):
         g = torch.Generator().manual_seed(0)
         self.items = []
         for i in range(n):
             x = torch.randn(8, generator=g)
             target = torch.full((8,), 1e30) if i in huge else x.clone()
+            if i in huge_input:  # finite data that the encoder overflows to inf
+                x = torch.full((8,), 3e38)
             self.items.append({"pair": adapter.preprocess((x, target))})
 
     def __len__(self):
@@ -272,6 +274,30 @@ def test_infinite_loss_skips_the_step_and_leaves_weights_and_codebook_untouched(
         False,
         True,
     ]
+    before, after = one.model.state_dict(), two.model.state_dict()
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+
+
+def test_encoder_overflow_skips_the_step_on_a_codebook_left_untouched(tmp_path):
+    """Non-finite tokens born inside the encoder (the batch itself is finite) reach the codebook:
+    it must not raise nor update its statistics; the step is skipped like any non-finite loss."""
+    from mmvq.model import MultimodalVQ, MultimodalVQConfig
+
+    def model():
+        torch.manual_seed(0)
+        config = MultimodalVQConfig(
+            codebook={"num_codes": 8, "code_dim": 8}, decoder={"dim": 16, "depth": 1, "heads": 2}
+        )
+        return MultimodalVQ({"pair": _PairAdapter(code_dim=8)}, config)
+
+    opts = dict(shuffle=False, num_sample_rows=0, max_eval_samples=4)
+    m = model()
+    one = train(m, _PairData(m.adapters["pair"], 8, huge=()), tiny_config(tmp_path / "one", max_steps=1, **opts))
+    m = model()
+    data = _PairData(m.adapters["pair"], 8, huge=(), huge_input={5})
+    two = train(m, data, tiny_config(tmp_path / "two", max_steps=2, **opts))
+    assert [h["skipped"] for h in two.history] == [False, True]
     before, after = one.model.state_dict(), two.model.state_dict()
     for name in before:
         assert torch.equal(before[name], after[name]), name
