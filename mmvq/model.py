@@ -113,9 +113,13 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
     """
 
     def __init__(
-        self, adapters: Mapping[str, ModalityAdapter], config: MultimodalVQConfig | None = None
+        self,
+        adapters: Mapping[str, ModalityAdapter],
+        config: MultimodalVQConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(config, Mapping):
+            config = MultimodalVQConfig.from_dict(config)
         config = config or MultimodalVQConfig()
         if not adapters:
             raise ValueError("MultimodalVQ needs at least one adapter, e.g. {'image': ImageAdapter()}")
@@ -149,7 +153,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
     def build(
         cls,
         adapters: Mapping[str, Any],
-        config: MultimodalVQConfig | None = None,
+        config: MultimodalVQConfig | Mapping[str, Any] | None = None,
         **config_overrides: Any,
     ) -> "MultimodalVQ":
         """Build a model, resolving adapter names through the registry.
@@ -160,6 +164,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         """
         from mmvq.registry import get_adapter
 
+        if isinstance(config, Mapping):
+            config = MultimodalVQConfig.from_dict(config)
         config = config or MultimodalVQConfig()
         if config_overrides:
             config = dataclasses.replace(config, **config_overrides)
