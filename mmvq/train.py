@@ -25,7 +25,9 @@ import json
 import logging
 import math
 import os
+import sys
 import time
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,6 +366,32 @@ def train(
         raise TypeError(f"train: config must be a mmvq.TrainConfig, got {type(cfg).__name__}")
     if not hasattr(model, "adapters") or not hasattr(model, "codebook"):
         raise TypeError(f"train: model must be a mmvq.MultimodalVQ, got {type(model).__name__}")
+    loop, train_loader, streaming = _setup(
+        model, train_data, cfg, eval_data, translation_scorers, column_map
+    )
+    metrics = loop.run(train_loader, streaming)
+    loop.accelerator.end_training()
+    return TrainResult(
+        model=loop.net,
+        metrics=metrics,
+        history=loop.history,
+        output_dir=loop.output_dir,
+        ema_model=loop.ema.model if loop.ema is not None else None,
+        balancer=loop.balancer,
+    )
+
+
+def _setup(
+    model: nn.Module,
+    train_data: Any,
+    cfg: TrainConfig,
+    eval_data: Any | None = None,
+    translation_scorers: Mapping[str, Scorer] | None = None,
+    column_map: Mapping[str, str] | None = None,
+) -> tuple[_Loop, Any, bool]:
+    """Everything :func:`train` does before its first step: data checked, accelerator, optimizers,
+    schedule, resume; returns the loop, the (prepared) training loader and whether it streams.
+    ``bench/bench_train.py`` times the loop's real steps through it."""
     output_dir = _check_output_dir(cfg.output_dir)
 
     # ---- data, checked before anything heavy
@@ -473,16 +501,7 @@ def train(
         eval_loader=eval_loader,
         translation_scorers=translation_scorers,
     )
-    metrics = loop.run(train_loader, streaming)
-    accelerator.end_training()
-    return TrainResult(
-        model=net,
-        metrics=metrics,
-        history=loop.history,
-        output_dir=output_dir,
-        ema_model=ema.model if ema is not None else None,
-        balancer=balancer,
-    )
+    return loop, train_loader, streaming
 
 
 @dataclass
@@ -515,7 +534,11 @@ class _Loop:
     history: list[dict[str, Any]] = field(default_factory=list)
     consecutive_nonfinite: int = 0
     progress: Any = None
-    _step_loss: float = float("nan")
+    # the last micro-step's loss, kept on the device (no host sync per step): history records
+    # hold it until the next log step or the end of the run turns them into floats in one sync
+    _step_loss: Tensor | float = float("nan")
+    _step_skipped: bool = True
+    _unflushed: list[dict[str, Any]] = field(default_factory=list)
     _just_saved: bool = False
     _excluded: float = 0.0  # seconds spent evaluating and checkpointing
 
@@ -567,6 +590,7 @@ class _Loop:
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
         progress.close()
+        self._flush_history()
         train_seconds = state["train_seconds"]
         if not self._just_saved:
             self._save()
@@ -633,16 +657,18 @@ class _Loop:
             self._discriminator_step(inputs)
 
         # ---- statistics of this micro-step
-        w = self.window
-        w.add("loss/total", loss.detach())
-        w.add_all({m: v.detach() for m, v in out.rec_loss_mean.items()}, "loss/rec/")
-        w.add_all({m: v.detach() for m, v in out.vq_loss.items()}, "loss/vq/")
-        w.add_all(balance.log)
-        w.add_all(align_log)
-        w.add_all(gan_log)
-        w.add_all({k: v for k, v in out.stats.items()}, "codebook/")
-        self.dwa_window.add_all({m: v.detach() for m, v in out.rec_loss_mean.items()})
-        self._step_loss = float(loss.detach())
+        # one add_all: the window stacks the tensors into one vector (a few ops, no host sync)
+        stats: dict[str, float | Tensor] = {"loss/total": loss}
+        stats.update({f"loss/rec/{m}": v for m, v in out.rec_loss_mean.items()})
+        stats.update({f"loss/vq/{m}": v for m, v in out.vq_loss.items()})
+        stats.update(balance.log)
+        stats.update(align_log)
+        stats.update(gan_log)
+        stats.update({f"codebook/{k}": v for k, v in out.stats.items()})
+        self.window.add_all(stats)
+        self.dwa_window.add_all(out.rec_loss_mean)
+        self._step_loss = loss.detach()
+        self._step_skipped = False
 
     def _generator_loss(
         self, batch: Mapping[str, Any], log_step: bool, gan_active: bool
@@ -657,8 +683,8 @@ class _Loop:
         loss = balance.loss + vq_loss
         align_log: dict[str, float] = {}
         if cfg.alignment.weight > 0:
-            a_loss, align_log = alignment_loss(out, net.codebook.codebook, cfg.alignment)
-            loss = loss + cfg.alignment.weight * a_loss
+            a_loss, align_log = alignment_loss(out, net.codebook, cfg.alignment)
+            loss = loss + cfg.alignment.weight_at(self.state["step"]) * a_loss
             align_log = dict(align_log, **{"loss/align": a_loss.detach()})
         gan_log: dict[str, Tensor] = {}
         inputs = {}
@@ -710,6 +736,7 @@ class _Loop:
         self.state["nonfinite_steps"] += 1
         self.consecutive_nonfinite += 1
         self._step_loss = float("nan")
+        self._step_skipped = True
         if self.accelerator.is_main_process:
             logger.warning(
                 "non-finite step (%s) at step %d: skipped, weights and codebook left untouched "
@@ -729,9 +756,12 @@ class _Loop:
     def _end_of_step(self) -> None:
         acc, cfg, state = self.accelerator, self.cfg, self.state
         step = state["step"]
-        loss = self._step_loss
-        skipped = loss != loss
-        self.history.append({"step": step, "loss": loss, "skipped": skipped})
+        skipped = self._step_skipped
+        loss = float("nan") if skipped else self._step_loss
+        record = {"step": step, "loss": loss, "skipped": skipped}
+        self.history.append(record)
+        if isinstance(record["loss"], Tensor):
+            self._unflushed.append(record)
         if self.ema is not None and not skipped:
             self.ema.update(self.net)
         self.progress.update(1)
@@ -742,11 +772,21 @@ class _Loop:
                 self.balancer.epoch_end(means)
         if step % cfg.log_every == 0:
             self._log(step)
+            self._flush_history()
         if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
             self._evaluate()
         if cfg.save_every and step % cfg.save_every == 0:
             self._save()
             self._just_saved = True
+
+    def _flush_history(self) -> None:
+        """Turn the device-side losses of the history records into floats (one host sync)."""
+        if not self._unflushed:
+            return
+        values = torch.stack([r["loss"].float().reshape(()) for r in self._unflushed]).tolist()
+        for record, value in zip(self._unflushed, values):
+            record["loss"] = value
+        self._unflushed.clear()
 
     def _log(self, step: int) -> None:
         acc = self.accelerator
@@ -821,3 +861,14 @@ class _Loop:
             keep_last=self.cfg.keep_last_checkpoints,
         )
         self._excluded += time.perf_counter() - start
+
+
+class _CallableModule(types.ModuleType):
+    """``mmvq.train`` is both this module and the function: importing ``mmvq.train`` binds the
+    module to the package attribute, so the module forwards calls to :func:`train`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

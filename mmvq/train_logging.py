@@ -20,11 +20,18 @@ __all__ = ["MetricWindow", "flatten_metrics"]
 
 
 class MetricWindow:
-    """Sums and counts of named scalars since the last :meth:`reduce`."""
+    """Sums and counts of named scalars since the last :meth:`reduce`.
+
+    :meth:`add_all` stacks the tensors it gets into one vector per device, so a group of
+    statistics costs a handful of small ops per step, whatever its size; the vectors are split
+    back into names only at :meth:`reduce`.
+    """
 
     def __init__(self) -> None:
         self._sums: dict[str, Tensor | float] = {}
         self._counts: dict[str, Tensor | float] = {}
+        # names (a tuple) -> [sums, counts] vectors accumulated by add_all
+        self._groups: dict[tuple[str, ...], list[Tensor]] = {}
 
     def add(self, name: str, value: float | Tensor) -> None:
         """Add one observation of ``name`` (non-finite values are ignored)."""
@@ -42,14 +49,42 @@ class MetricWindow:
         self._counts[name] = self._counts.get(name, 0.0) + count
 
     def add_all(self, values: Mapping[str, float | Tensor], prefix: str = "") -> None:
+        by_device: dict[torch.device, tuple[list[str], list[Tensor]]] = {}
         for name, value in values.items():
-            self.add(prefix + name, value)
+            if isinstance(value, Tensor) and value.numel() == 1:
+                names, tensors = by_device.setdefault(value.device, ([], []))
+                names.append(prefix + name)
+                tensors.append(value.detach().reshape(()).float())
+            else:
+                self.add(prefix + name, value)
+        for names, tensors in by_device.values():
+            if len(tensors) == 1:
+                self.add(names[0], tensors[0])
+                continue
+            vec = torch.stack(tensors)
+            finite = torch.isfinite(vec)
+            vec = vec.masked_fill(~finite, 0.0)
+            key = tuple(names)
+            group = self._groups.get(key)
+            if group is None:
+                self._groups[key] = [vec, finite.float()]
+            else:
+                group[0] = group[0] + vec
+                group[1] = group[1] + finite
+
+    def _merge_groups(self) -> None:
+        for names, (sums, counts) in self._groups.items():
+            for name, s, c in zip(names, sums.unbind(), counts.unbind()):
+                self._sums[name] = self._sums.get(name, 0.0) + s
+                self._counts[name] = self._counts.get(name, 0.0) + c
+        self._groups.clear()
 
     def reduce(self, accelerator: Any | None = None) -> dict[str, float]:
         """Means over the window and over all processes; resets the window.
 
         Every process must call it at the same step (it makes collectives when distributed).
         """
+        self._merge_groups()
         names = sorted(self._sums)
         distributed = accelerator is not None and accelerator.num_processes > 1
         device = accelerator.device if accelerator is not None else torch.device("cpu")
