@@ -25,3 +25,17 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = python_blocks()[index]
     exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+
+
+def test_contributing_plugin_example_passes_the_contract_kit(tmp_path, monkeypatch):
+    """CONTRIBUTING.md's adapter example, then its check_adapter snippet, run as written."""
+    monkeypatch.chdir(tmp_path)
+    text = (README.parent / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    namespace = {"__name__": "__contributing__"}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"CONTRIBUTING.md python block {i}", "exec"), namespace)
+    tests = [v for k, v in namespace.items() if k.startswith("test_") and callable(v)]
+    assert tests, "the contract-kit snippet defines a test"
+    for fn in tests:
+        fn()
