@@ -32,7 +32,6 @@ with a neural vocoder given to :meth:`AudioAdapter.set_vocoder`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
@@ -43,6 +42,7 @@ import torchaudio.transforms as AT
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+from mmvq.configs import from_preset
 from mmvq.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig
 from mmvq.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
 from mmvq_adapters.audio_utils import load_waveform, resample, save_wav
@@ -285,18 +285,7 @@ class AudioAdapterConfig(AdapterConfig):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "AudioAdapterConfig":
         """A named configuration (``"cpu-small"``, ``"gpu-base"``) with field overrides."""
-        if name not in _PRESETS:
-            raise ValueError(
-                f"unknown {cls.__name__} preset {name!r}; available presets: {sorted(_PRESETS)}."
-            )
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__}.preset({name!r}) got unknown field(s) {unknown}; known fields: "
-                f"{sorted(names)}."
-            )
-        return cls(**{**_PRESETS[name], **overrides})
+        return from_preset(cls, _PRESETS, name, overrides)
 
     @classmethod
     def presets(cls) -> list[str]:

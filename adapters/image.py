@@ -18,7 +18,6 @@ Registered through the ``mmvq.adapters`` entry point ``image = mmvq_adapters.ima
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from torchmetrics.functional.image import (
 )
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+from mmvq.configs import from_preset
 from mmvq.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig, downsample_factor
 from mmvq.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
 
@@ -142,19 +142,7 @@ class ImageAdapterConfig(AdapterConfig):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ImageAdapterConfig:
         """A named configuration (``"cpu-small"``, ``"gpu-base"``) with field overrides."""
-        if name not in IMAGE_PRESETS:
-            raise ValueError(
-                f"unknown {cls.__name__} preset {name!r}; available presets: "
-                f"{sorted(IMAGE_PRESETS)}."
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__}.preset({name!r}) got unknown override(s) {unknown}; "
-                f"known fields are {sorted(fields)}."
-            )
-        return cls(**{**IMAGE_PRESETS[name], **overrides})
+        return from_preset(cls, IMAGE_PRESETS, name, overrides)
 
     def convnet_config(self) -> ConvNetConfig:
         """The encoder/decoder shape as a :class:`~mmvq.convnet.ConvNetConfig`."""

@@ -27,6 +27,7 @@ from torchmetrics.functional.text import char_error_rate
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+from mmvq.configs import from_preset
 from mmvq_adapters.text_utils import (
     BUILTIN_BYT5,
     SpecialIds,
@@ -130,11 +131,7 @@ class TextAdapterConfig(AdapterConfig):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "TextAdapterConfig":
         """A named configuration (``"cpu-small"``, ``"gpu-base"``) with field overrides."""
-        if name not in TEXT_PRESETS:
-            raise ValueError(
-                f"unknown {cls.__name__} preset {name!r}; available presets: {sorted(TEXT_PRESETS)}"
-            )
-        return cls(**{**TEXT_PRESETS[name], **overrides})
+        return from_preset(cls, TEXT_PRESETS, name, overrides)
 
 
 def _transformer_layer(config: TextAdapterConfig, decoder: bool) -> nn.Module:

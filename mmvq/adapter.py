@@ -26,6 +26,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from mmvq.configs import check_known_fields
+
 __all__ = ["AdapterConfig", "ModalityAdapter", "Tokens", "BadInput", "AdapterInputError"]
 
 
@@ -89,13 +91,10 @@ class AdapterConfig:
         """Build the config from :meth:`to_dict` output; unknown keys are an error."""
         if not isinstance(data, dict):
             raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"{cls.__name__} got unknown field(s) {unknown}; known fields are {sorted(names)}. "
-                "Was this config written by another version of the adapter?"
-            )
+        try:
+            check_known_fields(cls, data, f"{cls.__name__}.from_dict")
+        except ValueError as err:
+            raise ValueError(f"{err} Was this config written by another version of the adapter?") from None
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name in data:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
+from mmvq.configs import check_known_fields
 from mmvq.fusion import FusionDecoder, FusionDecoderConfig
 from mmvq.hub import MultimodalVQHubMixin
 from mmvq.quantize import CodebookConfig, SharedCodebook
@@ -59,10 +60,7 @@ class MultimodalVQConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MultimodalVQConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"MultimodalVQConfig got unknown field(s) {unknown}; known: {sorted(names)}")
+        check_known_fields(cls, data, "MultimodalVQConfig.from_dict")
         return cls(**dict(data))
 
 

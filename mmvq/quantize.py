@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from mmvq import distributed
 from mmvq.adapter import AdapterInputError
+from mmvq.configs import check_known_fields
 from mmvq.codebook_stats import (
     _jaccard_from_hists,
     _perplexity_from_hist,
@@ -161,12 +162,7 @@ class CodebookConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodebookConfig:
         """Build from :meth:`to_dict` output; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"CodebookConfig got unknown field(s) {unknown}; known fields are {sorted(names)}."
-            )
+        check_known_fields(cls, data, "CodebookConfig.from_dict")
         return cls(**data)
 
 

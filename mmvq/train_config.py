@@ -24,6 +24,7 @@ from typing import Any
 
 from mmvq.align import AlignmentConfig
 from mmvq.balance import BALANCERS, BalancerConfig
+from mmvq.configs import check_known_fields
 
 __all__ = [
     "TrainConfig",
@@ -104,13 +105,7 @@ def parse_sub_config(value: Any, cls: type, field_name: str, shorthand: str) -> 
             f"TrainConfig.{field_name} must be a {cls.__name__}, a dict, or a string "
             f"('{shorthand}', 'key=value,...' or JSON), got {type(value).__name__}: {value!r}"
         )
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - names)
-    if unknown:
-        raise ValueError(
-            f"TrainConfig.{field_name} got unknown option(s) {unknown}; {cls.__name__} has "
-            f"{sorted(names)}"
-        )
+    check_known_fields(cls, value, f"TrainConfig.{field_name}", "option")
     return cls(**value)
 
 
@@ -361,8 +356,5 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Build from :meth:`to_dict` output (unknown keys are an error)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"TrainConfig got unknown option(s) {unknown}; known: {sorted(names)}")
+        check_known_fields(cls, data, "TrainConfig.from_dict", "option")
         return cls(**data)
