@@ -4,11 +4,11 @@ keep-last-k, and resuming into a model of another shape."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
-from train_helpers import (
+from train_helpers import (  # clean_accelerate: an autouse fixture
+    clean_accelerate,  # noqa: F401
     reset_accelerate,
     tiny_config,
     tiny_data,
@@ -26,14 +26,6 @@ from mmvq.train_checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-
-
-@pytest.fixture(autouse=True)
-def _clean_accelerate():
-    reset_accelerate()
-    warnings.filterwarnings("ignore", message=".*TextTruncation.*")
-    yield
-    reset_accelerate()
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
-from train_helpers import (
-    reset_accelerate,
+from train_helpers import (  # clean_accelerate: an autouse fixture
+    clean_accelerate,  # noqa: F401
     tiny_config,
     tiny_data,
     tiny_model,
@@ -24,14 +23,6 @@ from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Toke
 from mmvq.data import DataError
 from mmvq.recipe_config import shapes_text_to_image_scorer
 from mmvq.train import TrainingError, train
-
-
-@pytest.fixture(autouse=True)
-def _clean_accelerate():
-    reset_accelerate()
-    warnings.filterwarnings("ignore", message=".*TextTruncation.*")
-    yield
-    reset_accelerate()
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import datasets
+import pytest
 import torch
 
 from mmvq.data import DataConfig, MultimodalDataset, load_data
@@ -12,6 +15,7 @@ from mmvq.model import MultimodalVQ, MultimodalVQConfig
 from mmvq.train_config import TrainConfig
 
 __all__ = [
+    "clean_accelerate",
     "CAPTION_LENGTH",
     "reset_accelerate",
     "tiny_config",
@@ -106,3 +110,12 @@ def reset_accelerate() -> None:
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+@pytest.fixture(autouse=True, name="clean_accelerate")
+def clean_accelerate() -> Iterator[None]:
+    """Autouse in the modules that import it: each test starts (and ends) with fresh accelerate state."""
+    reset_accelerate()
+    warnings.filterwarnings("ignore", message=".*TextTruncation.*")
+    yield
+    reset_accelerate()
