@@ -33,8 +33,9 @@ with a neural vocoder given to :meth:`AudioAdapter.set_vocoder`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -75,16 +76,34 @@ _MAX_LOG = 20.0  # cap on the de-normalised log-mel before exp (keeps exp finite
 _PRESETS: dict[str, dict[str, Any]] = {
     # 8 kHz, 1 s, 32 mels, hop 128 -> 64 frames; f=4 -> 8 x 16 = 128 tokens. Trains on a 2-core CPU.
     "cpu-small": dict(
-        sample_rate=8000, max_seconds=1.0, n_fft=512, hop_length=128, n_mels=32,
-        base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_at_lowest=True,
-        disc_base_channels=32, disc_num_layers=3,
+        sample_rate=8000,
+        max_seconds=1.0,
+        n_fft=512,
+        hop_length=128,
+        n_mels=32,
+        base_channels=32,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=1,
+        attn_at_lowest=True,
+        disc_base_channels=32,
+        disc_num_layers=3,
     ),
     # 24 kHz, 4 s, 80 mels, hop 256 -> 376 frames; f=8 -> 10 x 47 = 470 tokens (taming-like scale,
     # code_dim 256 as in taming).
     "gpu-base": dict(
-        code_dim=256, sample_rate=24000, max_seconds=4.0, n_fft=1024, hop_length=256, n_mels=80,
-        f_max=12000.0, base_channels=128, channel_mult=(1, 1, 2, 4), num_res_blocks=2,
-        attn_at_lowest=True, disc_base_channels=64, disc_num_layers=3,
+        code_dim=256,
+        sample_rate=24000,
+        max_seconds=4.0,
+        n_fft=1024,
+        hop_length=256,
+        n_mels=80,
+        f_max=12000.0,
+        base_channels=128,
+        channel_mult=(1, 1, 2, 4),
+        num_res_blocks=2,
+        attn_at_lowest=True,
+        disc_base_channels=64,
+        disc_num_layers=3,
     ),
 }
 
@@ -95,10 +114,14 @@ def _positive_int(cls: str, name: str, value: Any, example: str) -> None:
 
 
 def _positive_float(cls: str, name: str, value: Any, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
     ):
-        raise ValueError(f"{cls}.{name} must be a finite number > 0, got {value!r}; e.g. {example}.")
+        raise ValueError(
+            f"{cls}.{name} must be a finite number > 0, got {value!r}; e.g. {example}."
+        )
 
 
 def _choice(cls: str, name: str, value: Any, choices: Sequence[Any]) -> None:
@@ -185,14 +208,17 @@ class AudioAdapterConfig(AdapterConfig):
                 )
         _positive_int(c, "hop_length", self.hop_length, "n_fft // 4")
         _positive_int(c, "n_mels", self.n_mels, "32")
-        if isinstance(self.f_min, bool) or not isinstance(self.f_min, (int, float)) or not (
-            0 <= self.f_min < self.sample_rate / 2
+        if (
+            isinstance(self.f_min, bool)
+            or not isinstance(self.f_min, (int, float))
+            or not (0 <= self.f_min < self.sample_rate / 2)
         ):
             raise ValueError(
                 f"{c}.f_min must be in [0, sample_rate/2 = {self.sample_rate / 2}), got {self.f_min!r}."
             )
         if self.f_max is not None and (
-            isinstance(self.f_max, bool) or not isinstance(self.f_max, (int, float))
+            isinstance(self.f_max, bool)
+            or not isinstance(self.f_max, (int, float))
             or not (self.f_min < self.f_max <= self.sample_rate / 2)
         ):
             raise ValueError(
@@ -206,18 +232,22 @@ class AudioAdapterConfig(AdapterConfig):
         if isinstance(self.log_mel_mean, bool) or not isinstance(self.log_mel_mean, (int, float)):
             raise ValueError(f"{c}.log_mel_mean must be a number, got {self.log_mel_mean!r}.")
         _positive_float(c, "log_mel_std", self.log_mel_std, "4.0")
-        if isinstance(self.spectral_convergence_weight, bool) or not isinstance(
-            self.spectral_convergence_weight, (int, float)
-        ) or self.spectral_convergence_weight < 0:
+        if (
+            isinstance(self.spectral_convergence_weight, bool)
+            or not isinstance(self.spectral_convergence_weight, (int, float))
+            or self.spectral_convergence_weight < 0
+        ):
             raise ValueError(
                 f"{c}.spectral_convergence_weight must be a number >= 0, got "
                 f"{self.spectral_convergence_weight!r}; 0 disables the term."
             )
         _choice(c, "vocoder", self.vocoder, VOCODERS)
         _positive_int(c, "griffinlim_iters", self.griffinlim_iters, "32")
-        if isinstance(self.griffinlim_momentum, bool) or not isinstance(
-            self.griffinlim_momentum, (int, float)
-        ) or not 0 <= self.griffinlim_momentum < 1:
+        if (
+            isinstance(self.griffinlim_momentum, bool)
+            or not isinstance(self.griffinlim_momentum, (int, float))
+            or not 0 <= self.griffinlim_momentum < 1
+        ):
             raise ValueError(
                 f"{c}.griffinlim_momentum must be in [0, 1), got {self.griffinlim_momentum!r}."
             )
@@ -270,20 +300,26 @@ class AudioAdapterConfig(AdapterConfig):
     def convnet_config(self) -> ConvNetConfig:
         """The encoder/decoder :class:`ConvNetConfig` (one input channel: the log-mel)."""
         return ConvNetConfig(
-            in_channels=1, base_channels=self.base_channels, channel_mult=tuple(self.channel_mult),
-            num_res_blocks=self.num_res_blocks, attn_at_lowest=self.attn_at_lowest,
-            dropout=self.dropout, num_groups=self.num_groups,
+            in_channels=1,
+            base_channels=self.base_channels,
+            channel_mult=tuple(self.channel_mult),
+            num_res_blocks=self.num_res_blocks,
+            attn_at_lowest=self.attn_at_lowest,
+            dropout=self.dropout,
+            num_groups=self.num_groups,
         )
 
     def discriminator_config(self) -> PatchGANConfig:
         """The :class:`PatchGANConfig` of the GAN head (one input channel)."""
         return PatchGANConfig(
-            in_channels=1, base_channels=self.disc_base_channels,
-            num_layers=self.disc_num_layers, norm=self.disc_norm,
+            in_channels=1,
+            base_channels=self.disc_base_channels,
+            num_layers=self.disc_num_layers,
+            norm=self.disc_norm,
         )
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "AudioAdapterConfig":
+    def preset(cls, name: str, **overrides: Any) -> AudioAdapterConfig:
         """A named configuration (``"cpu-small"``, ``"gpu-base"``) with field overrides."""
         return from_preset(cls, _PRESETS, name, overrides)
 
@@ -304,10 +340,16 @@ class LogMelSpectrogram(nn.Module):
         super().__init__()
         self.config = config
         self.mel = AT.MelSpectrogram(
-            sample_rate=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
-            hop_length=config.hop_length, f_min=float(config.f_min),
-            f_max=None if config.f_max is None else float(config.f_max), n_mels=config.n_mels,
-            power=float(config.power), norm=config.mel_norm, mel_scale=config.mel_scale,
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            f_min=float(config.f_min),
+            f_max=None if config.f_max is None else float(config.f_max),
+            n_mels=config.n_mels,
+            power=float(config.power),
+            norm=config.mel_norm,
+            mel_scale=config.mel_scale,
         )
 
     def forward(self, waveform: Tensor) -> Tensor:
@@ -343,13 +385,20 @@ class GriffinLimVocoder(nn.Module):
     def __init__(self, config: AudioAdapterConfig) -> None:
         super().__init__()
         self.inverse_mel = AT.InverseMelScale(
-            n_stft=config.n_fft // 2 + 1, n_mels=config.n_mels, sample_rate=config.sample_rate,
-            f_min=float(config.f_min), f_max=None if config.f_max is None else float(config.f_max),
-            norm=config.mel_norm, mel_scale=config.mel_scale,
+            n_stft=config.n_fft // 2 + 1,
+            n_mels=config.n_mels,
+            sample_rate=config.sample_rate,
+            f_min=float(config.f_min),
+            f_max=None if config.f_max is None else float(config.f_max),
+            norm=config.mel_norm,
+            mel_scale=config.mel_scale,
         )
         self.griffin_lim = AT.GriffinLim(
-            n_fft=config.n_fft, n_iter=config.griffinlim_iters, win_length=config.win_length,
-            hop_length=config.hop_length, power=float(config.power),
+            n_fft=config.n_fft,
+            n_iter=config.griffinlim_iters,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            power=float(config.power),
             momentum=float(config.griffinlim_momentum),
         )
 
@@ -426,22 +475,33 @@ class AudioAdapter(ModalityAdapter):
         return [
             BadInput("NaN sample", {"array": nan, "sampling_rate": sr}, "NaN/Inf"),
             BadInput("Inf sample", (inf, sr), "NaN/Inf"),
-            BadInput("zero-length audio", {"array": np.zeros(0, np.float32), "sampling_rate": sr},
-                     "empty"),
+            BadInput(
+                "zero-length audio",
+                {"array": np.zeros(0, np.float32), "sampling_rate": sr},
+                "empty",
+            ),
             BadInput("zero-length [C, 0] audio", (np.zeros((2, 0), np.float32), sr), "empty"),
-            BadInput("more than two channels", (np.zeros((3, 400), np.float32), sr),
-                     "more than 2 channels"),
+            BadInput(
+                "more than two channels",
+                (np.zeros((3, 400), np.float32), sr),
+                "more than 2 channels",
+            ),
             BadInput("3-D array", (np.zeros((1, 2, 400), np.float32), sr), "3+ dimensions"),
             BadInput("bare array without sample rate", tone, "without a sample rate"),
             BadInput("dict with array but no sampling_rate", {"array": tone}, "no 'sampling_rate'"),
             BadInput("corrupt bytes", b"RIFF\x00\x01garbage-not-audio" * 8, "could not be decoded"),
-            BadInput("corrupt bytes in a datasets dict", {"path": None, "bytes": b"\x13\x37" * 64},
-                     "could not be decoded"),
+            BadInput(
+                "corrupt bytes in a datasets dict",
+                {"path": None, "bytes": b"\x13\x37" * 64},
+                "could not be decoded",
+            ),
             BadInput("path that does not exist", "/nonexistent/mmvq/clip.wav", "does not exist"),
             BadInput("sample rate 0", {"array": tone, "sampling_rate": 0}, "must be > 0"),
             BadInput("negative sample rate", (tone, -16000), "must be > 0"),
             BadInput("non-numeric sample rate", (tone, "16k"), "positive number"),
-            BadInput("datasets dict without audio", {"path": None, "bytes": None}, "holds no audio"),
+            BadInput(
+                "datasets dict without audio", {"path": None, "bytes": None}, "holds no audio"
+            ),
             BadInput("unsupported type", 3.5, "not supported"),
         ]
 
@@ -466,7 +526,10 @@ class AudioAdapter(ModalityAdapter):
                 f"[B, {want[0]}, {want[1]}, {want[2]}] for this config; preprocess the audio with "
                 "this adapter (same config)."
             )
-        if tuple(frame_mask.shape) != (mel.shape[0], cfg.num_frames) or frame_mask.dtype != torch.bool:
+        if (
+            tuple(frame_mask.shape) != (mel.shape[0], cfg.num_frames)
+            or frame_mask.dtype != torch.bool
+        ):
             raise AdapterInputError(
                 f"AudioAdapter.{method}: batch['frame_mask'] has shape {tuple(frame_mask.shape)} "
                 f"and dtype {frame_mask.dtype}, expected bool [B={mel.shape[0]}, {cfg.num_frames}]."
@@ -478,8 +541,10 @@ class AudioAdapter(ModalityAdapter):
         if recon.dim() == 3:
             recon = recon.unsqueeze(1)
         want = (1, cfg.n_mels, cfg.num_frames)
-        if recon.dim() != 4 or tuple(recon.shape[1:]) != want or (
-            batch_size is not None and recon.shape[0] != batch_size
+        if (
+            recon.dim() != 4
+            or tuple(recon.shape[1:]) != want
+            or (batch_size is not None and recon.shape[0] != batch_size)
         ):
             raise AdapterInputError(
                 f"AudioAdapter.{method}: recon has shape {tuple(recon.shape)}, expected "
@@ -624,11 +689,14 @@ class AudioAdapter(ModalityAdapter):
             )
         waves = []
         for item in items:
-            arr = item.detach().float().cpu().numpy() if isinstance(item, Tensor) else np.asarray(
-                item, dtype=np.float32
+            arr = (
+                item.detach().float().cpu().numpy()
+                if isinstance(item, Tensor)
+                else np.asarray(item, dtype=np.float32)
             )
-            waves.append(np.ascontiguousarray(arr.reshape(-1)[: self.config.num_samples],
-                                              dtype=np.float32))
+            waves.append(
+                np.ascontiguousarray(arr.reshape(-1)[: self.config.num_samples], dtype=np.float32)
+            )
         return waves
 
     save_wav = staticmethod(save_wav)

@@ -254,8 +254,10 @@ def load_waveform(example: Any) -> Waveform:
     """
     if isinstance(example, dict):
         return _from_dict(example)
-    if isinstance(example, tuple) and len(example) == 2 and isinstance(
-        example[0], (np.ndarray, Tensor, list, tuple)
+    if (
+        isinstance(example, tuple)
+        and len(example) == 2
+        and isinstance(example[0], (np.ndarray, Tensor, list, tuple))
     ):
         return waveform_from_array(example[0], example[1], field="array")
     if isinstance(example, (str, os.PathLike)):
@@ -263,7 +265,9 @@ def load_waveform(example: Any) -> Waveform:
     if isinstance(example, (bytes, bytearray, memoryview)):
         return decode_audio_bytes(example, field="bytes")
     if isinstance(example, (np.ndarray, Tensor, list, tuple)):
-        shape = tuple(np.shape(example)) if not isinstance(example, Tensor) else tuple(example.shape)
+        shape = (
+            tuple(np.shape(example)) if not isinstance(example, Tensor) else tuple(example.shape)
+        )
         raise AdapterInputError(
             f"audio got a bare array of shape {shape} without a sample rate ('sampling_rate' "
             "missing); pass {'array': waveform, 'sampling_rate': sr} or (waveform, sr)."

@@ -27,8 +27,6 @@ import numpy as np
 import PIL.Image
 import torch
 import torchvision.transforms.v2 as T
-from mmvq_adapters.image_perceptual import VGGPerceptualLoss, missing_weights_message
-from mmvq_adapters.image_utils import load_image, save_image_grid, to_pil_images
 from torch import Tensor, nn
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
@@ -39,6 +37,8 @@ from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAda
 from mmvq.configs import from_preset
 from mmvq.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig, downsample_factor
 from mmvq.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
+from mmvq_adapters.image_perceptual import VGGPerceptualLoss, missing_weights_message
+from mmvq_adapters.image_utils import load_image, save_image_grid, to_pil_images
 
 __all__ = ["IMAGE_PRESETS", "ImageAdapter", "ImageAdapterConfig", "save_image_grid"]
 

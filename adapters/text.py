@@ -45,13 +45,25 @@ TEXT_PRESETS: dict[str, dict[str, Any]] = {
     # Trains in the default recipe on a 2-core CPU: 48 byte tokens, one token per position (the
     # simplest layout for image<->text translation: each code position is one character).
     "cpu-small": dict(
-        max_length=48, d_model=128, num_layers=2, num_heads=4, decoder_layers=1, latent_tokens=0,
+        max_length=48,
+        d_model=128,
+        num_layers=2,
+        num_heads=4,
+        decoder_layers=1,
+        latent_tokens=0,
         dropout=0.0,
     ),
     # Taming-like scale for a GPU: longer captions, 32 latent tokens for a compact code.
     "gpu-base": dict(
-        max_length=128, d_model=512, num_layers=6, num_heads=8, decoder_layers=4,
-        latent_tokens=32, cross_layers=2, dropout=0.1, code_dim=256,
+        max_length=128,
+        d_model=512,
+        num_layers=6,
+        num_heads=8,
+        decoder_layers=4,
+        latent_tokens=32,
+        cross_layers=2,
+        dropout=0.1,
+        code_dim=256,
     ),
 }
 
@@ -113,7 +125,14 @@ class TextAdapterConfig(AdapterConfig):
             )
         _positive_int(owner, "vocab_size", self.vocab_size, minimum=0)
         _positive_int(owner, "max_length", self.max_length, minimum=2)
-        for name in ("d_model", "num_layers", "num_heads", "ff_mult", "decoder_layers", "cross_layers"):
+        for name in (
+            "d_model",
+            "num_layers",
+            "num_heads",
+            "ff_mult",
+            "decoder_layers",
+            "cross_layers",
+        ):
             _positive_int(owner, name, getattr(self, name))
         _positive_int(owner, "latent_tokens", self.latent_tokens, minimum=0)
         if self.truncation not in TRUNCATION_MODES:
@@ -129,7 +148,7 @@ class TextAdapterConfig(AdapterConfig):
             raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout!r}")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "TextAdapterConfig":
+    def preset(cls, name: str, **overrides: Any) -> TextAdapterConfig:
         """A named configuration (``"cpu-small"``, ``"gpu-base"``) with field overrides."""
         return from_preset(cls, TEXT_PRESETS, name, overrides)
 
@@ -159,7 +178,9 @@ def _self_attention_stack(config: TextAdapterConfig, layers: int) -> nn.Transfor
 
 def _cross_attention_stack(config: TextAdapterConfig, layers: int) -> nn.TransformerDecoder:
     return nn.TransformerDecoder(
-        _transformer_layer(config, decoder=True), num_layers=layers, norm=nn.LayerNorm(config.d_model)
+        _transformer_layer(config, decoder=True),
+        num_layers=layers,
+        norm=nn.LayerNorm(config.d_model),
     )
 
 
@@ -184,7 +205,9 @@ class TextEncoder(nn.Module):
         self.latent_queries: nn.Parameter | None = None
         self.pool: nn.TransformerDecoder | None = None
         if config.latent_tokens > 0:
-            self.latent_queries = nn.Parameter(torch.randn(config.latent_tokens, config.d_model) * 0.02)
+            self.latent_queries = nn.Parameter(
+                torch.randn(config.latent_tokens, config.d_model) * 0.02
+            )
             self.pool = _cross_attention_stack(config, config.cross_layers)
         self.to_code = nn.Linear(config.d_model, config.code_dim)
 
@@ -337,7 +360,9 @@ class TextAdapter(ModalityAdapter):
                 "modality absent for it."
             )
         ids = self.special_ids
-        tokens = self.tokenizer(example, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        tokens = self.tokenizer(example, add_special_tokens=False, split_special_tokens=True)[
+            "input_ids"
+        ]
         length = len(tokens) + 1
         limit = self.config.max_length
         if length > limit:
@@ -366,7 +391,9 @@ class TextAdapter(ModalityAdapter):
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Stack preprocessed texts (all padded to ``max_length`` already)."""
         if not items:
-            raise AdapterInputError("TextAdapter.collate got an empty list; a batch needs >= 1 text.")
+            raise AdapterInputError(
+                "TextAdapter.collate got an empty list; a batch needs >= 1 text."
+            )
         for i, item in enumerate(items):
             for key in ("input_ids", "attention_mask"):
                 value = item.get(key) if isinstance(item, dict) else None
@@ -377,7 +404,8 @@ class TextAdapter(ModalityAdapter):
                         f"({self.config.max_length},); pass the outputs of this adapter's preprocess()."
                     )
         return {
-            key: torch.stack([item[key] for item in items]) for key in ("input_ids", "attention_mask")
+            key: torch.stack([item[key] for item in items])
+            for key in ("input_ids", "attention_mask")
         }
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
@@ -396,7 +424,9 @@ class TextAdapter(ModalityAdapter):
             BadInput("bytes", b"a red circle", "text must be a str"),
         ]
         if self.config.truncation == "error":
-            bad.append(BadInput("longer than max_length", "x" * (2 * self.config.max_length), "max_length"))
+            bad.append(
+                BadInput("longer than max_length", "x" * (2 * self.config.max_length), "max_length")
+            )
         return bad
 
     # ---------------------------------------------------------------- model side
@@ -508,7 +538,9 @@ class TextAdapter(ModalityAdapter):
     def _decode_ids(self, ids: Tensor, keep: Tensor) -> list[str]:
         tok = self.tokenizer
         return [
-            tok.decode(row[m].tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            tok.decode(
+                row[m].tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
             for row, m in zip(ids.cpu(), keep.cpu())
         ]
 

@@ -172,7 +172,7 @@ def main() -> None:
             "vqpt": make_vqpt(n, d, k, device),
         }
         times: dict[str, list[float]] = {m: [] for m in methods}
-        peak: dict[str, float | None] = {m: None for m in methods}
+        peak: dict[str, float | None] = dict.fromkeys(methods)
         names = list(methods)
         for r in range(args.warmup + repeats):
             # alternate the order every round, so that no method always follows the same one

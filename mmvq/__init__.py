@@ -63,7 +63,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
-    from mmvq.data import DataConfig, MultimodalCollator, MultimodalDataset, load_data, validate_dataset
+    from mmvq.data import (
+        DataConfig,
+        MultimodalCollator,
+        MultimodalDataset,
+        load_data,
+        validate_dataset,
+    )
     from mmvq.fusion import FusionDecoder, FusionDecoderConfig
     from mmvq.model import MultimodalVQ, MultimodalVQConfig, MultimodalVQOutput
     from mmvq.quantize import CodebookConfig, QuantizerOutput, SharedCodebook

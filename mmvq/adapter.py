@@ -76,7 +76,11 @@ class AdapterConfig:
     code_dim: int = 64
 
     def __post_init__(self) -> None:
-        if not isinstance(self.code_dim, int) or isinstance(self.code_dim, bool) or self.code_dim <= 0:
+        if (
+            not isinstance(self.code_dim, int)
+            or isinstance(self.code_dim, bool)
+            or self.code_dim <= 0
+        ):
             raise ValueError(
                 f"{type(self).__name__}.code_dim must be a positive int, got {self.code_dim!r}; "
                 "set it to the codebook's code dimension (e.g. 64)."
@@ -87,14 +91,16 @@ class AdapterConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
         """Build the config from :meth:`to_dict` output; unknown keys are an error."""
         if not isinstance(data, dict):
             raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
         try:
             check_known_fields(cls, data, f"{cls.__name__}.from_dict")
         except ValueError as err:
-            raise ValueError(f"{err} Was this config written by another version of the adapter?") from None
+            raise ValueError(
+                f"{err} Was this config written by another version of the adapter?"
+            ) from None
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name in data:
@@ -220,7 +226,7 @@ class ModalityAdapter(nn.Module, ABC):
         """Read what :meth:`save_extra` wrote. Default: nothing."""
 
     @classmethod
-    def from_config_dict(cls, data: dict[str, Any]) -> "ModalityAdapter":
+    def from_config_dict(cls, data: dict[str, Any]) -> ModalityAdapter:
         return cls(cls.config_class.from_dict(data))
 
     def extra_repr(self) -> str:

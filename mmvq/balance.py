@@ -62,14 +62,25 @@ class BalancerConfig:
                 f"BalancerConfig.name={self.name!r} is not a balancer; choose one of {sorted(BALANCERS)}"
             )
         for m, w in self.weights.items():
-            if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
-                raise ValueError(f"BalancerConfig.weights[{m!r}] must be a finite number >= 0, got {w!r}")
+            if (
+                not isinstance(w, (int, float))
+                or isinstance(w, bool)
+                or not math.isfinite(w)
+                or w < 0
+            ):
+                raise ValueError(
+                    f"BalancerConfig.weights[{m!r}] must be a finite number >= 0, got {w!r}"
+                )
         if self.gradnorm_alpha < 0:
-            raise ValueError(f"BalancerConfig.gradnorm_alpha must be >= 0, got {self.gradnorm_alpha!r}")
+            raise ValueError(
+                f"BalancerConfig.gradnorm_alpha must be >= 0, got {self.gradnorm_alpha!r}"
+            )
         if self.gradnorm_lr <= 0:
             raise ValueError(f"BalancerConfig.gradnorm_lr must be > 0, got {self.gradnorm_lr!r}")
         if self.dwa_temperature <= 0:
-            raise ValueError(f"BalancerConfig.dwa_temperature must be > 0, got {self.dwa_temperature!r}")
+            raise ValueError(
+                f"BalancerConfig.dwa_temperature must be > 0, got {self.dwa_temperature!r}"
+            )
 
 
 class BalanceResult(NamedTuple):
@@ -137,7 +148,9 @@ class ModalityBalancer(nn.Module):
         self._check(losses)
         weights = self.weights()
         total = sum(weights[m] * losses[m] for m in losses)
-        return self._result(total, {m: weights[m] for m in losses}, losses, shared_params, log_grad_norms)
+        return self._result(
+            total, {m: weights[m] for m in losses}, losses, shared_params, log_grad_norms
+        )
 
     def epoch_end(self, mean_losses: Mapping[str, float]) -> None:
         """Called every window of steps with the window's mean losses (DWA uses it)."""
@@ -148,7 +161,9 @@ class ModalityBalancer(nn.Module):
             raise ValueError("combine() got no losses")
         unknown = sorted(set(losses) - set(self.modalities))
         if unknown:
-            raise KeyError(f"loss for unknown modality {unknown[0]!r}; modalities are {list(self.modalities)}")
+            raise KeyError(
+                f"loss for unknown modality {unknown[0]!r}; modalities are {list(self.modalities)}"
+            )
         for m, loss in losses.items():
             if loss.dim() != 0:
                 raise ValueError(f"losses[{m!r}] must be a scalar, got shape {tuple(loss.shape)}")
@@ -200,7 +215,9 @@ class UncertaintyBalancer(ModalityBalancer):
         )
         weights = {m: w for m, w in self.weights().items() if m in losses}
         result = self._result(total, weights, losses, shared_params, log_grad_norms)
-        result.log.update({f"balance/log_var/{m}": float(self.log_vars[index[m]].detach()) for m in losses})
+        result.log.update(
+            {f"balance/log_var/{m}": float(self.log_vars[index[m]].detach()) for m in losses}
+        )
         return result
 
 
@@ -244,7 +261,9 @@ class GradNormBalancer(ModalityBalancer):
         for i, m in enumerate(self.modalities):
             if m in losses and losses[m].requires_grad:
                 grads = torch.autograd.grad(losses[m], params, retain_graph=True, allow_unused=True)
-                norms[i] = torch.sqrt(sum(g.float().pow(2).sum() for g in grads if g is not None) + 1e-12)
+                norms[i] = torch.sqrt(
+                    sum(g.float().pow(2).sum() for g in grads if g is not None) + 1e-12
+                )
                 local[i] = 1.0
                 loss_sum[i] = losses[m].detach().float()
         stats = torch.cat([loss_sum, local])
@@ -260,7 +279,9 @@ class GradNormBalancer(ModalityBalancer):
         if bool(seen.any()):
             w = self.task_weights.clone().requires_grad_(True)
             weighted = w * norms  # G_m, differentiable in w only
-            ratio = torch.where(seen, mean_loss / self.initial_losses.nan_to_num(1.0), torch.zeros_like(mean_loss))
+            ratio = torch.where(
+                seen, mean_loss / self.initial_losses.nan_to_num(1.0), torch.zeros_like(mean_loss)
+            )
             rel = ratio / ratio[seen].mean().clamp_min(1e-8)
             mean_norm = (weighted.detach() * local).sum() / local.sum().clamp_min(1)
             target = mean_norm * rel.pow(self.config.gradnorm_alpha)
@@ -274,13 +295,17 @@ class GradNormBalancer(ModalityBalancer):
 
         weights = {m: float(self.task_weights[self.modalities.index(m)]) for m in losses}
         total = sum(weights[m] * losses[m] for m in losses)
-        norm_log = {m: float(norms[self.modalities.index(m)]) for m in losses} if log_grad_norms else None
+        norm_log = (
+            {m: float(norms[self.modalities.index(m)]) for m in losses} if log_grad_norms else None
+        )
         result = self._result(total, weights, losses, shared_params, log_grad_norms, norms=norm_log)
         result.log.update(log)
         return result
 
     @torch.no_grad()
-    def _adam_step(self, grad: Tensor, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+    def _adam_step(
+        self, grad: Tensor, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
         self.adam_t += 1
         self.adam_m.mul_(beta1).add_(grad, alpha=1 - beta1)
         self.adam_v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -312,14 +337,17 @@ class DWABalancer(ModalityBalancer):
         super().__init__(config, modalities)
         n = len(self.modalities)
         self.register_buffer("history", torch.full((2, n), float("nan")))
-        self.register_buffer("current", torch.tensor([self.initial_weight(m) for m in self.modalities]))
+        self.register_buffer(
+            "current", torch.tensor([self.initial_weight(m) for m in self.modalities])
+        )
 
     def weights(self) -> dict[str, float]:
         return {m: float(self.current[i]) for i, m in enumerate(self.modalities)}
 
     def epoch_end(self, mean_losses: Mapping[str, float]) -> None:
         new = torch.tensor(
-            [float(mean_losses.get(m, float("nan"))) for m in self.modalities], device=self.history.device
+            [float(mean_losses.get(m, float("nan"))) for m in self.modalities],
+            device=self.history.device,
         )
         prev = self.history[1].clone()
         self.history[0] = torch.where(torch.isnan(new), self.history[0], prev)

@@ -866,7 +866,7 @@ def _presence_counts(
 
     columns = list(dict.fromkeys(column_map.values()))
     table = ds.select_columns(columns).with_format("arrow")
-    counts = {m: 0 for m in column_map}
+    counts = dict.fromkeys(column_map, 0)
     empty_rows: list[int] = []
     num_empty = 0
     chunk = 8192

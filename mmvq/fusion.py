@@ -40,7 +40,9 @@ class FusionDecoderConfig:
         for name in ("dim", "depth", "heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"FusionDecoderConfig.{name} must be a positive int, got {value!r}")
+                raise ValueError(
+                    f"FusionDecoderConfig.{name} must be a positive int, got {value!r}"
+                )
         if self.dim % self.heads:
             raise ValueError(
                 f"FusionDecoderConfig.dim={self.dim} is not divisible by heads={self.heads}; "
@@ -65,7 +67,9 @@ class FusionDecoder(nn.Module):
             order fixes the order of modalities in the sequence.
     """
 
-    def __init__(self, config: FusionDecoderConfig, code_dim: int, layout: Mapping[str, int]) -> None:
+    def __init__(
+        self, config: FusionDecoderConfig, code_dim: int, layout: Mapping[str, int]
+    ) -> None:
         super().__init__()
         if not layout:
             raise ValueError("FusionDecoder needs at least one modality in its layout")

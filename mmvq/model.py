@@ -59,7 +59,7 @@ class MultimodalVQConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MultimodalVQConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> MultimodalVQConfig:
         check_known_fields(cls, data, "MultimodalVQConfig.from_dict")
         return cls(**dict(data))
 
@@ -120,7 +120,9 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             config = MultimodalVQConfig.from_dict(config)
         config = config or MultimodalVQConfig()
         if not adapters:
-            raise ValueError("MultimodalVQ needs at least one adapter, e.g. {'image': ImageAdapter()}")
+            raise ValueError(
+                "MultimodalVQ needs at least one adapter, e.g. {'image': ImageAdapter()}"
+            )
         code_dim = config.codebook.code_dim
         for name, adapter in adapters.items():
             if not isinstance(adapter, ModalityAdapter):
@@ -153,7 +155,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         adapters: Mapping[str, Any],
         config: MultimodalVQConfig | Mapping[str, Any] | None = None,
         **config_overrides: Any,
-    ) -> "MultimodalVQ":
+    ) -> MultimodalVQ:
         """Build a model, resolving adapter names through the registry.
 
         Each value of ``adapters`` is an adapter instance, a registered adapter name, or a pair
@@ -229,7 +231,9 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             raise AdapterInputError("the batch is empty (0 rows); give at least one sample")
         return size
 
-    def _present(self, m: str, sub: Mapping[str, Tensor], size: int, device: torch.device) -> Tensor:
+    def _present(
+        self, m: str, sub: Mapping[str, Tensor], size: int, device: torch.device
+    ) -> Tensor:
         present = sub.get("present")
         if present is None:
             return torch.ones(size, dtype=torch.bool, device=device)
@@ -245,7 +249,9 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         adapter = self.adapters[m]
         tokens = adapter.encode(dict(sub))
         if not isinstance(tokens, tuple) or len(tokens) != 2:
-            raise TypeError(f"adapter {m!r}.encode must return mmvq.Tokens(z, mask), got {type(tokens).__name__}")
+            raise TypeError(
+                f"adapter {m!r}.encode must return mmvq.Tokens(z, mask), got {type(tokens).__name__}"
+            )
         z, mask = tokens
         n = self.decoder.layout[m]
         if z.dim() != 3 or tuple(z.shape) != (size, n, self.code_dim):
@@ -254,7 +260,9 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 f"{tuple(z.shape)}; expected [batch={size}, num_tokens={n}, code_dim={self.code_dim}]"
             )
         if not z.is_floating_point():
-            raise TypeError(f"adapter {m!r}.encode returned z of dtype {z.dtype}; expected a float tensor")
+            raise TypeError(
+                f"adapter {m!r}.encode returned z of dtype {z.dtype}; expected a float tensor"
+            )
         if tuple(mask.shape) != (size, n):
             raise ValueError(
                 f"adapter {m!r}.encode returned mask of shape {tuple(mask.shape)}; expected [{size}, {n}]"
@@ -370,7 +378,9 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         rows = []
         for i, example in enumerate(examples):
             if not isinstance(example, Mapping):
-                raise AdapterInputError(f"example {i} must be a dict {{modality: value}}, got {type(example).__name__}")
+                raise AdapterInputError(
+                    f"example {i} must be a dict {{modality: value}}, got {type(example).__name__}"
+                )
             unknown = sorted(set(example) - set(self.modalities))
             if unknown:
                 raise AdapterInputError(

@@ -39,13 +39,13 @@ from torch import Tensor, nn
 
 from mmvq import distributed
 from mmvq.adapter import AdapterInputError
-from mmvq.configs import check_known_fields
 from mmvq.codebook_stats import (
     _jaccard_from_hists,
     _perplexity_from_hist,
     _usage_from_hist,
     paired_agreement,
 )
+from mmvq.configs import check_known_fields
 
 __all__ = ["CodebookConfig", "QuantizerOutput", "SharedCodebook"]
 
@@ -456,7 +456,11 @@ class SharedCodebook(nn.Module):
         whole ``[..., K]`` block: meant for soft assignments over a batch (cross-modal alignment,
         code sampling), not for quantising large inputs.
         """
-        if not isinstance(z, Tensor) or not z.is_floating_point() or z.shape[-1] != self.config.code_dim:
+        if (
+            not isinstance(z, Tensor)
+            or not z.is_floating_point()
+            or z.shape[-1] != self.config.code_dim
+        ):
             raise AdapterInputError(
                 f"distances expects float vectors [..., {self.config.code_dim}], got "
                 f"{type(z).__name__} {tuple(getattr(z, 'shape', ()))}"
@@ -905,7 +909,7 @@ class SharedCodebook(nn.Module):
             batch = (m, t.shape[0])
             self._check_device(f"z[{m!r}]", t)
 
-        masks: dict[str, Tensor | None] = {m: None for m in present_mods}
+        masks: dict[str, Tensor | None] = dict.fromkeys(present_mods)
         if mask is not None:
             if not isinstance(mask, dict):
                 raise AdapterInputError(
@@ -934,7 +938,7 @@ class SharedCodebook(nn.Module):
                 self._check_device(f"mask[{m!r}]", mk)
                 masks[m] = mk
 
-        required: dict[str, Tensor | None] = {m: None for m in present_mods}
+        required: dict[str, Tensor | None] = dict.fromkeys(present_mods)
         if present is not None:
             if not isinstance(present, dict):
                 raise AdapterInputError(
@@ -963,7 +967,7 @@ class SharedCodebook(nn.Module):
                 masks[m] = tokens if masks[m] is None else masks[m] & tokens
                 required[m] = rows
 
-        weight: dict[str, float] = {m: 1.0 for m in self.modalities}
+        weight: dict[str, float] = dict.fromkeys(self.modalities, 1.0)
         if weights is not None:
             if not isinstance(weights, dict):
                 raise AdapterInputError(

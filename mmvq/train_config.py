@@ -354,7 +354,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from :meth:`to_dict` output (unknown keys are an error)."""
         check_known_fields(cls, data, "TrainConfig.from_dict", "option")
         return cls(**data)

@@ -32,7 +32,7 @@ class DiscriminatorSet(nn.Module):
         self.loss_kind = loss_kind
 
     @classmethod
-    def from_model(cls, model: nn.Module, loss_kind: str = "hinge") -> "DiscriminatorSet | None":
+    def from_model(cls, model: nn.Module, loss_kind: str = "hinge") -> DiscriminatorSet | None:
         """Ask every adapter of ``model`` for a fresh discriminator; ``None`` when none has one."""
         found = {}
         for m, adapter in model.adapters.items():

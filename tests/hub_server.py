@@ -454,7 +454,9 @@ class HubServer:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05}, name="loopback-hub", daemon=True
+            kwargs={"poll_interval": 0.05},
+            name="loopback-hub",
+            daemon=True,
         )
         self._thread.start()
         return self

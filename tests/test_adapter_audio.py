@@ -34,7 +34,9 @@ def tone(freq: float, n: int, sr: int = SR, amp: float = 0.5) -> np.ndarray:
 
 def small_config(**overrides) -> AudioAdapterConfig:
     """cpu-small with 16 base channels and no attention: the fastest real configuration."""
-    return AudioAdapterConfig.preset("cpu-small", base_channels=16, attn_at_lowest=False, **overrides)
+    return AudioAdapterConfig.preset(
+        "cpu-small", base_channels=16, attn_at_lowest=False, **overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,12 @@ def batch(adapter: AudioAdapter) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- config
 def test_cpu_small_preset_sizes() -> None:
     cfg = AudioAdapterConfig.preset("cpu-small")
-    assert (cfg.sample_rate, cfg.n_mels, cfg.hop_length, cfg.downsample_factor) == (8000, 32, 128, 4)
+    assert (cfg.sample_rate, cfg.n_mels, cfg.hop_length, cfg.downsample_factor) == (
+        8000,
+        32,
+        128,
+        4,
+    )
     assert cfg.num_frames == 64 and cfg.token_grid == (8, 16)
     assert AudioAdapter(cfg).num_tokens() == 128
     # the default config is the cpu-small preset
@@ -61,13 +68,20 @@ def test_cpu_small_preset_sizes() -> None:
 
 def test_gpu_base_preset_sizes() -> None:
     cfg = AudioAdapterConfig.preset("gpu-base")
-    assert (cfg.sample_rate, cfg.n_mels, cfg.downsample_factor, cfg.max_seconds) == (24000, 80, 8, 4.0)
+    assert (cfg.sample_rate, cfg.n_mels, cfg.downsample_factor, cfg.max_seconds) == (
+        24000,
+        80,
+        8,
+        4.0,
+    )
     assert cfg.num_frames == 376 and cfg.token_grid == (10, 47)
 
 
 def test_preset_overrides_and_errors() -> None:
     assert AudioAdapterConfig.preset("cpu-small", code_dim=32).code_dim == 32
-    with pytest.raises(ValueError, match=r"unknown AudioAdapterConfig preset 'tiny'.*cpu-small.*gpu-base"):
+    with pytest.raises(
+        ValueError, match=r"unknown AudioAdapterConfig preset 'tiny'.*cpu-small.*gpu-base"
+    ):
         AudioAdapterConfig.preset("tiny")
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['n_mel'\]"):
         AudioAdapterConfig.preset("cpu-small", n_mel=40)
@@ -201,7 +215,9 @@ def test_integer_pcm_is_scaled_to_unit_range() -> None:
     got = load_waveform((pcm16, SR)).samples
     torch.testing.assert_close(got, torch.from_numpy(wave), atol=1.0 / 32768, rtol=0)
     pcm8 = np.round(wave * 127 + 128).astype(np.uint8)  # unsigned 8-bit wav, centred on 128
-    torch.testing.assert_close(load_waveform((pcm8, SR)).samples, torch.from_numpy(wave), atol=1 / 128, rtol=0)
+    torch.testing.assert_close(
+        load_waveform((pcm8, SR)).samples, torch.from_numpy(wave), atol=1 / 128, rtol=0
+    )
 
 
 def test_channel_rule_and_mono_mixdown() -> None:
@@ -224,8 +240,10 @@ def test_stereo_file_is_mixed_down(adapter: AudioAdapter, tmp_path: Path) -> Non
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([left, right], axis=1), SR, subtype="FLOAT")  # soundfile: [T, C]
     torch.testing.assert_close(
-        adapter.preprocess(path)["mel"], adapter.preprocess(((left + right) / 2, SR))["mel"],
-        atol=1e-5, rtol=0,
+        adapter.preprocess(path)["mel"],
+        adapter.preprocess(((left + right) / 2, SR))["mel"],
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -252,7 +270,7 @@ def test_resampling_44k1_to_config_rate(adapter: AudioAdapter) -> None:
 def test_crop_policies() -> None:
     first, second = tone(300, SR), tone(1200, SR)
     long = np.concatenate([first, second])  # 2 s; the config keeps 1 s
-    window = {"start": first, "center": long[SR // 2: SR // 2 + SR]}
+    window = {"start": first, "center": long[SR // 2 : SR // 2 + SR]}
     for crop, expected in window.items():
         a = AudioAdapter(small_config(crop=crop))
         out = a.preprocess((long, SR))
@@ -268,7 +286,7 @@ def test_random_crop_is_a_window_of_the_clip() -> None:
     for _ in range(5):
         cropped = a._fit_duration(torch.from_numpy(clip))
         assert cropped.numel() == SR
-        matches = [s for s in range(SR + 1) if np.array_equal(clip[s: s + SR], cropped.numpy())]
+        matches = [s for s in range(SR + 1) if np.array_equal(clip[s : s + SR], cropped.numpy())]
         assert len(matches) == 1
         starts.add(matches[0])
     assert len(starts) > 1
@@ -282,8 +300,17 @@ def test_random_crop_is_a_window_of_the_clip() -> None:
 def test_bad_inputs_are_declared_and_rejected(adapter: AudioAdapter) -> None:
     declared = adapter.bad_inputs()
     descriptions = " | ".join(b.description for b in declared)
-    for needed in ("NaN", "Inf", "zero-length", "more than two channels", "without sample rate",
-                   "corrupt bytes", "does not exist", "sample rate 0", "negative sample rate"):
+    for needed in (
+        "NaN",
+        "Inf",
+        "zero-length",
+        "more than two channels",
+        "without sample rate",
+        "corrupt bytes",
+        "does not exist",
+        "sample rate 0",
+        "negative sample rate",
+    ):
         assert needed in descriptions, needed
     for bad in declared:
         with pytest.raises(bad.error) as info:
@@ -294,13 +321,21 @@ def test_bad_inputs_are_declared_and_rejected(adapter: AudioAdapter) -> None:
 @pytest.mark.parametrize(
     "example,match",
     [
-        ({"array": np.array([0.1, np.nan, 0.2], np.float32), "sampling_rate": SR},
-         r"'array' contains 1 NaN/Inf sample\(s\); clean the waveform"),
+        (
+            {"array": np.array([0.1, np.nan, 0.2], np.float32), "sampling_rate": SR},
+            r"'array' contains 1 NaN/Inf sample\(s\); clean the waveform",
+        ),
         ((np.array([0.0, np.inf], np.float32), SR), r"NaN/Inf"),
         ((np.zeros(0, np.float32), SR), r"'array' is empty \(shape \(0,\), zero samples\)"),
-        ((np.zeros((4, 100), np.float32), SR), r"shape \(4, 100\): more than 2 channels.*mix it down"),
+        (
+            (np.zeros((4, 100), np.float32), SR),
+            r"shape \(4, 100\): more than 2 channels.*mix it down",
+        ),
         ((np.zeros((100, 6), np.float32), SR), r"shape \(100, 6\): more than 2 channels"),
-        (np.zeros(800, np.float32), r"bare array of shape \(800,\) without a sample rate.*sampling_rate"),
+        (
+            np.zeros(800, np.float32),
+            r"bare array of shape \(800,\) without a sample rate.*sampling_rate",
+        ),
         (torch.zeros(800), r"bare array of shape \(800,\) without a sample rate"),
         ({"array": np.zeros(800, np.float32)}, r"'array' but no 'sampling_rate'"),
         ({"array": np.zeros(800, np.float32), "sampling_rate": None}, r"no 'sampling_rate'"),
@@ -328,7 +363,9 @@ def test_bad_input_messages(adapter: AudioAdapter, example: object, match: str) 
 def test_corrupt_file_and_directory(adapter: AudioAdapter, tmp_path: Path) -> None:
     bad = tmp_path / "x.wav"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes())
-    with pytest.raises(AdapterInputError, match=r"file '.*x\.wav' could not be decoded by soundfile"):
+    with pytest.raises(
+        AdapterInputError, match=r"file '.*x\.wav' could not be decoded by soundfile"
+    ):
         adapter.preprocess(str(bad))
     with pytest.raises(AdapterInputError, match=r"could not be decoded"):
         adapter.preprocess({"path": str(bad), "bytes": None})
@@ -385,13 +422,20 @@ def test_decode_and_gradient(adapter: AudioAdapter, batch) -> None:
 def test_model_side_rejects_bad_batches(adapter: AudioAdapter, batch) -> None:
     with pytest.raises(AdapterInputError, match=r"batch has no 'frame_mask'"):
         adapter.encode({"mel": batch["mel"]})
-    with pytest.raises(AdapterInputError, match=r"batch\['mel'\] has shape \(3, 1, 32, 32\), expected \[B, 1, 32, 64\]"):
+    with pytest.raises(
+        AdapterInputError,
+        match=r"batch\['mel'\] has shape \(3, 1, 32, 32\), expected \[B, 1, 32, 64\]",
+    ):
         adapter.encode({"mel": batch["mel"][..., :32], "frame_mask": batch["frame_mask"]})
     with pytest.raises(AdapterInputError, match=r"frame_mask'\] has shape .* expected bool"):
         adapter.encode({"mel": batch["mel"], "frame_mask": batch["frame_mask"].float()})
-    with pytest.raises(AdapterInputError, match=r"h has shape \(3, 100, 64\), expected \[B, 128, 64\]"):
+    with pytest.raises(
+        AdapterInputError, match=r"h has shape \(3, 100, 64\), expected \[B, 128, 64\]"
+    ):
         adapter.decode(torch.zeros(3, 100, 64))
-    with pytest.raises(AdapterInputError, match=r"recon has shape \(2, 1, 32, 64\), expected \[3, 1, 32, 64\]"):
+    with pytest.raises(
+        AdapterInputError, match=r"recon has shape \(2, 1, 32, 64\), expected \[3, 1, 32, 64\]"
+    ):
         adapter.reconstruction_loss(batch, torch.zeros(2, 1, 32, 64))
 
 
@@ -449,7 +493,9 @@ def test_gan_head(adapter: AudioAdapter, batch) -> None:
     adapter.zero_grad()
 
 
-def test_weights_round_trip_through_safetensors(adapter: AudioAdapter, batch, tmp_path: Path) -> None:
+def test_weights_round_trip_through_safetensors(
+    adapter: AudioAdapter, batch, tmp_path: Path
+) -> None:
     state = adapter.state_dict()
     assert not any("mel" in k or "fb" in k or "window" in k for k in state), "DSP state leaked"
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
@@ -571,6 +617,8 @@ def test_overfit_four_tones() -> None:
         opt.step()
     with torch.no_grad():
         final = a.reconstruction_loss(b, a.decode(a.encode(b).z, b))
-    print(f"overfit: log-mel L1 {final.mean():.4f} (batch-mean baseline {mean_baseline.mean():.4f})")
+    print(
+        f"overfit: log-mel L1 {final.mean():.4f} (batch-mean baseline {mean_baseline.mean():.4f})"
+    )
     assert float(final.mean()) < OVERFIT_THRESHOLD
     assert float(final.max()) < 0.5 * float(mean_baseline.min())

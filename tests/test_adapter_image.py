@@ -15,9 +15,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from mmvq_adapters.image import IMAGE_PRESETS, ImageAdapter, ImageAdapterConfig, save_image_grid
-from mmvq_adapters.image_perceptual import VGGPerceptualLoss, vgg16_trunk
-from mmvq_adapters.image_utils import load_image
 from PIL import ImageDraw
 from safetensors.torch import save_file
 
@@ -25,6 +22,9 @@ from mmvq.adapter import AdapterInputError, Tokens
 from mmvq.convnet import downsample_factor
 from mmvq.gan import PatchGANDiscriminator
 from mmvq.testing import check_adapter
+from mmvq_adapters.image import IMAGE_PRESETS, ImageAdapter, ImageAdapterConfig, save_image_grid
+from mmvq_adapters.image_perceptual import VGGPerceptualLoss, vgg16_trunk
+from mmvq_adapters.image_utils import load_image
 
 torch.set_num_threads(1)
 
@@ -184,7 +184,7 @@ def test_preprocess_output_layout(adapter: ImageAdapter) -> None:
     assert set(out) == {"pixel_values"}
     x = out["pixel_values"]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    assert -1.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= -1.0 and x.max() <= 1.0
     torch.testing.assert_close(adapter.preprocess(_solid(RED))["pixel_values"], _expected(RED))
 
 

@@ -60,13 +60,17 @@ def test_presets_and_default():
     assert (small.max_length, small.d_model, small.num_layers, small.num_heads) == (48, 128, 2, 4)
     assert small.latent_tokens == 0
     base = TextAdapterConfig.preset("gpu-base", code_dim=32)
-    assert base.code_dim == 32 and base.max_length > small.max_length and base.d_model > small.d_model
+    assert (
+        base.code_dim == 32 and base.max_length > small.max_length and base.d_model > small.d_model
+    )
     assert TextAdapterConfig.preset("cpu-small", latent_tokens=16).latent_tokens == 16
     assert set(TEXT_PRESETS) >= {"cpu-small", "gpu-base"}
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(ValueError, match=r"unknown TextAdapterConfig preset 'tiny'.*cpu-small.*gpu-base"):
+    with pytest.raises(
+        ValueError, match=r"unknown TextAdapterConfig preset 'tiny'.*cpu-small.*gpu-base"
+    ):
         TextAdapterConfig.preset("tiny")
 
 
@@ -131,7 +135,10 @@ def test_saved_config_with_unloadable_tokenizer_waits_for_load_extra():
     config = TextAdapterConfig(tokenizer="custom", vocab_size=300, max_length=16, d_model=32)
     adapter = TextAdapter(config)  # builds the model: the tokenizer may come from load_extra
     assert adapter.config.vocab_size == 300 and adapter.num_tokens() == 16
-    with pytest.raises(AdapterInputError, match=r"no tokenizer yet: config.tokenizer='custom'.*not available offline.*load_extra"):
+    with pytest.raises(
+        AdapterInputError,
+        match=r"no tokenizer yet: config.tokenizer='custom'.*not available offline.*load_extra",
+    ):
         adapter.preprocess("a red circle")
     with pytest.raises(AdapterInputError, match="no tokenizer yet"):
         adapter.postprocess(torch.zeros(1, 16, 300))
@@ -149,11 +156,15 @@ def test_tokenizer_from_local_path(tmp_path):
     assert adapter.config.vocab_size == 259
     reference = TextAdapter()
     for text in CAPTIONS:
-        assert torch.equal(adapter.preprocess(text)["input_ids"], reference.preprocess(text)["input_ids"])
+        assert torch.equal(
+            adapter.preprocess(text)["input_ids"], reference.preprocess(text)["input_ids"]
+        )
 
 
 def test_instance_vocab_mismatch_with_config_is_error(bpe):
-    with pytest.raises(AdapterInputError, match=r"has 300 ids but TextAdapterConfig.vocab_size=259"):
+    with pytest.raises(
+        AdapterInputError, match=r"has 300 ids but TextAdapterConfig.vocab_size=259"
+    ):
         TextAdapter(TextAdapterConfig(vocab_size=259), tokenizer=bpe)
 
 
@@ -189,7 +200,9 @@ def test_preprocess_pads_and_appends_eos():
     item = adapter.preprocess("hi")
     ids, mask = item["input_ids"], item["attention_mask"]
     assert ids.shape == mask.shape == (48,) and ids.dtype == torch.long
-    expected = adapter.tokenizer("hi", add_special_tokens=False)["input_ids"] + [adapter.tokenizer.eos_token_id]
+    expected = adapter.tokenizer("hi", add_special_tokens=False)["input_ids"] + [
+        adapter.tokenizer.eos_token_id
+    ]
     assert ids[:3].tolist() == expected
     assert mask.tolist() == [1, 1, 1] + [0] * 45
     assert (ids[3:] == adapter.tokenizer.pad_token_id).all()
@@ -232,7 +245,9 @@ def test_preprocess_rejects_bad_inputs(example, match):
 
 def test_too_long_text_errors_with_truncation_error():
     adapter = TextAdapter(max_length=8, truncation="error")
-    with pytest.raises(AdapterInputError, match=r"text has 11 tokens \(EOS included\) but max_length=8"):
+    with pytest.raises(
+        AdapterInputError, match=r"text has 11 tokens \(EOS included\) but max_length=8"
+    ):
         adapter.preprocess("0123456789")
     assert adapter.preprocess("0123456")["attention_mask"].sum() == 8  # exactly fits
 
@@ -253,8 +268,12 @@ def test_declared_bad_inputs_all_raise():
     for truncation in ("warn", "error"):
         adapter = TextAdapter(truncation=truncation)
         declared = adapter.bad_inputs()
-        assert {"None", "empty string", "an int", "a list of words"} <= {b.description for b in declared}
-        assert any(b.description == "longer than max_length" for b in declared) == (truncation == "error")
+        assert {"None", "empty string", "an int", "a list of words"} <= {
+            b.description for b in declared
+        }
+        assert any(b.description == "longer than max_length" for b in declared) == (
+            truncation == "error"
+        )
         for bad in declared:
             with pytest.raises(bad.error) as err:
                 adapter.preprocess(bad.example)
@@ -270,7 +289,11 @@ def test_encode_decode_shapes_and_masks(latent_tokens):
     assert isinstance(tokens, Tokens)
     n = adapter.num_tokens()
     assert n == (latent_tokens or 24)
-    assert tokens.z.shape == (2, n, 16) and tokens.mask.shape == (2, n) and tokens.mask.dtype == torch.bool
+    assert (
+        tokens.z.shape == (2, n, 16)
+        and tokens.mask.shape == (2, n)
+        and tokens.mask.dtype == torch.bool
+    )
     if latent_tokens:
         assert tokens.mask.all()
     else:
@@ -281,7 +304,11 @@ def test_encode_decode_shapes_and_masks(latent_tokens):
     loss = adapter.reconstruction_loss(batch, recon)
     assert loss.shape == (2,) and torch.isfinite(loss).all()
     loss.sum().backward()
-    missing = [name for name, p in adapter.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [
+        name
+        for name, p in adapter.named_parameters()
+        if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert not missing, f"no gradient reached {missing}"
 
 
@@ -361,17 +388,34 @@ def test_metrics_and_postprocess():
 def test_model_side_bad_inputs_are_clear():
     adapter = TextAdapter(max_length=12, d_model=32, code_dim=16)
     batch = adapter.tokenize(["abc"])
-    with pytest.raises(AdapterInputError, match=r"must hold 'input_ids' and 'attention_mask', got \['input_ids'\]"):
+    with pytest.raises(
+        AdapterInputError, match=r"must hold 'input_ids' and 'attention_mask', got \['input_ids'\]"
+    ):
         adapter.encode({"input_ids": batch["input_ids"]})
-    with pytest.raises(AdapterInputError, match=r"batch\['input_ids'\] has shape \(1, 10\), expected \[B, 12\]"):
-        adapter.encode({"input_ids": batch["input_ids"][:, :10], "attention_mask": batch["attention_mask"][:, :10]})
+    with pytest.raises(
+        AdapterInputError, match=r"batch\['input_ids'\] has shape \(1, 10\), expected \[B, 12\]"
+    ):
+        adapter.encode(
+            {
+                "input_ids": batch["input_ids"][:, :10],
+                "attention_mask": batch["attention_mask"][:, :10],
+            }
+        )
     with pytest.raises(AdapterInputError, match="dtype torch.float32, expected torch.long"):
-        adapter.encode({"input_ids": batch["input_ids"].float(), "attention_mask": batch["attention_mask"]})
+        adapter.encode(
+            {"input_ids": batch["input_ids"].float(), "attention_mask": batch["attention_mask"]}
+        )
     with pytest.raises(AdapterInputError, match=r"outside the vocabulary \[0, 259\)"):
-        adapter.encode({"input_ids": batch["input_ids"] + 1000, "attention_mask": batch["attention_mask"]})
-    with pytest.raises(AdapterInputError, match=r"decode h has shape \(1, 12, 8\), expected \[B, 12, 16\]"):
+        adapter.encode(
+            {"input_ids": batch["input_ids"] + 1000, "attention_mask": batch["attention_mask"]}
+        )
+    with pytest.raises(
+        AdapterInputError, match=r"decode h has shape \(1, 12, 8\), expected \[B, 12, 16\]"
+    ):
         adapter.decode(torch.zeros(1, 12, 8))
-    with pytest.raises(AdapterInputError, match=r"logits\) has shape \(1, 12, 7\), expected \[B, 12, 259\]"):
+    with pytest.raises(
+        AdapterInputError, match=r"logits\) has shape \(1, 12, 7\), expected \[B, 12, 259\]"
+    ):
         adapter.reconstruction_loss(batch, torch.zeros(1, 12, 7))
     with pytest.raises(AdapterInputError, match="batch size 2 but the batch has 1"):
         adapter.metrics(batch, torch.zeros(2, 12, 259))
@@ -409,7 +453,10 @@ def test_overfit_four_captions(latent_tokens, max_steps):
     print(f"latent_tokens={latent_tokens}: exact match after {steps} steps: {metrics}")
     assert metrics["exact_match"] == 1.0, f"no 100% exact match within {max_steps} steps: {metrics}"
     assert metrics["token_accuracy"] == 1.0 and metrics["cer"] == 0.0
-    assert adapter.postprocess(adapter.decode(adapter.encode(adapter.tokenize(CAPTIONS)).z)) == CAPTIONS
+    assert (
+        adapter.postprocess(adapter.decode(adapter.encode(adapter.tokenize(CAPTIONS)).z))
+        == CAPTIONS
+    )
 
 
 # ---------------------------------------------------------------------------- persistence
@@ -461,7 +508,9 @@ def test_byt5_save_load_round_trip(tmp_path):
 def test_load_extra_vocab_mismatch_is_clear(bpe, tmp_path):
     TextAdapter(max_length=16, d_model=32).save_extra(tmp_path)  # a byt5 tokenizer (259 ids)
     adapter = TextAdapter(max_length=16, d_model=32, tokenizer=bpe)
-    with pytest.raises(AdapterInputError, match=r"has 259 ids but TextAdapterConfig.vocab_size=300"):
+    with pytest.raises(
+        AdapterInputError, match=r"has 259 ids but TextAdapterConfig.vocab_size=300"
+    ):
         adapter.load_extra(tmp_path)
 
 

@@ -27,8 +27,12 @@ def _shared_problem(scale_a=10.0, scale_b=1.0):
 
 
 def test_build_by_name_and_unknown():
-    for name, cls in [("static", StaticBalancer), ("uncertainty", UncertaintyBalancer),
-                      ("gradnorm", GradNormBalancer), ("dwa", DWABalancer)]:
+    for name, cls in [
+        ("static", StaticBalancer),
+        ("uncertainty", UncertaintyBalancer),
+        ("gradnorm", GradNormBalancer),
+        ("dwa", DWABalancer),
+    ]:
         assert isinstance(build_balancer(BalancerConfig(name=name), MODS), cls)
     with pytest.raises(ValueError, match="choose one of"):
         BalancerConfig(name="magic")
@@ -47,7 +51,14 @@ def test_static_combines_with_weights_and_logs_grad_norms():
     assert res.weights == {"image": 0.5, "text": 1.0}
     norms = grad_norms(losses, list(shared.parameters()))
     assert res.log["balance/grad_norm/image"] == pytest.approx(norms["image"])
-    manual = math.sqrt(sum(float(g.pow(2).sum()) for g in torch.autograd.grad(losses["text"], list(shared.parameters()), retain_graph=True)))
+    manual = math.sqrt(
+        sum(
+            float(g.pow(2).sum())
+            for g in torch.autograd.grad(
+                losses["text"], list(shared.parameters()), retain_graph=True
+            )
+        )
+    )
     assert norms["text"] == pytest.approx(manual, rel=1e-6)
     # A subset of modalities is fine; an unknown one is not.
     assert torch.allclose(bal.combine({"text": losses["text"]}).loss, losses["text"])

@@ -22,9 +22,27 @@ def model():
     torch.manual_seed(0)
     return MultimodalVQ.build(
         {
-            "image": ("image", {"resolution": 16, "base_channels": 8, "channel_mult": (1, 2), "num_groups": 4, "disc_num_layers": 1}),
+            "image": (
+                "image",
+                {
+                    "resolution": 16,
+                    "base_channels": 8,
+                    "channel_mult": (1, 2),
+                    "num_groups": 4,
+                    "disc_num_layers": 1,
+                },
+            ),
             "text": ("text", {"max_length": 48, "d_model": 32, "num_layers": 1, "num_heads": 2}),
-            "audio": ("audio", {"base_channels": 8, "num_groups": 4, "channel_mult": (1, 2), "max_seconds": 0.5, "disc_num_layers": 1}),
+            "audio": (
+                "audio",
+                {
+                    "base_channels": 8,
+                    "num_groups": 4,
+                    "channel_mult": (1, 2),
+                    "max_seconds": 0.5,
+                    "disc_num_layers": 1,
+                },
+            ),
         },
         MultimodalVQConfig(
             codebook=CodebookConfig(num_codes=64, code_dim=16),
@@ -79,7 +97,9 @@ def test_translation_between_all_pairs_gives_raw_outputs(model):
     codes = model.encode(batch)
     assert codes["image"].shape == (3, 64) and codes["text"].shape == (3, 48)
     for source in ("image", "text", "audio"):
-        outs = model.postprocess(model.decode({source: codes[source]}, targets=["image", "text", "audio"]))
+        outs = model.postprocess(
+            model.decode({source: codes[source]}, targets=["image", "text", "audio"])
+        )
         assert all(isinstance(x, PIL.Image.Image) for x in outs["image"])
         assert all(isinstance(x, str) for x in outs["text"])
         assert all(isinstance(x, np.ndarray) and x.ndim == 1 for x in outs["audio"])

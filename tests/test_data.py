@@ -347,7 +347,8 @@ def test_load_data_errors():
     with pytest.raises(DataError, match="No data source"):
         load_data(DataConfig(builtin=None), ["image"])
     with pytest.raises(
-        DataError, match=r"No requested modality \['image'\] is mapped to a column: set --image_column"
+        DataError,
+        match=r"No requested modality \['image'\] is mapped to a column: set --image_column",
     ):
         load_data(DataConfig(image_column=""), ["image"])
     with pytest.raises(DataError, match="does not exist"):
@@ -658,11 +659,10 @@ def test_validate_stream():
 
 # ------------------------------------------------------------- built-in adapters (integration)
 def test_builtin_adapters_on_the_builtin_dataset():
+    from mmvq.synthetic import ShapeAttributes, render_image
     from mmvq_adapters.audio import AudioAdapter
     from mmvq_adapters.image import ImageAdapter
     from mmvq_adapters.text import TextAdapter
-
-    from mmvq.synthetic import ShapeAttributes, render_image
 
     ads = {
         "image": ImageAdapter(resolution=16, base_channels=8, num_groups=4, channel_mult=(1, 2)),

@@ -8,7 +8,9 @@ D = 8
 
 def make(depth=1):
     torch.manual_seed(0)
-    return FusionDecoder(FusionDecoderConfig(dim=16, depth=depth, heads=2), D, {"a": 3, "b": 4}).eval()
+    return FusionDecoder(
+        FusionDecoderConfig(dim=16, depth=depth, heads=2), D, {"a": 3, "b": 4}
+    ).eval()
 
 
 def test_shapes_and_generation_of_absent_modality():
@@ -57,4 +59,9 @@ def test_config_and_layout_errors():
     with pytest.raises(KeyError, match="not in its layout"):
         dec({"c": torch.randn(1, 3, D)}, {"c": torch.ones(1, dtype=torch.bool)}, {}, targets=["c"])
     with pytest.raises(ValueError, match="decoder layout expects 3"):
-        dec({"a": torch.randn(1, 5, D)}, {"a": torch.ones(1, dtype=torch.bool)}, {"a": torch.ones(1, 5, dtype=torch.bool)}, targets=["a"])
+        dec(
+            {"a": torch.randn(1, 5, D)},
+            {"a": torch.ones(1, dtype=torch.bool)},
+            {"a": torch.ones(1, 5, dtype=torch.bool)},
+            targets=["a"],
+        )

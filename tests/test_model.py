@@ -1,12 +1,11 @@
 import pytest
 import torch
+from toy_adapters import SeqAdapter, VecAdapter, toy_batch
 
 from mmvq.adapter import AdapterInputError, Tokens
 from mmvq.fusion import FusionDecoderConfig
 from mmvq.model import MultimodalVQ, MultimodalVQConfig
 from mmvq.quantize import CodebookConfig
-
-from toy_adapters import SeqAdapter, VecAdapter, toy_batch
 
 D = 16
 
@@ -92,7 +91,9 @@ def test_encode_decode_matches_forward_and_translates():
     batch = toy_batch(model.adapters["vec"], model.adapters["seq"])
     codes = model.encode(batch)
     out = model(batch)
-    assert torch.equal(codes["vec"], out.codes["vec"]) and torch.equal(codes["seq"], out.codes["seq"])
+    assert torch.equal(codes["vec"], out.codes["vec"]) and torch.equal(
+        codes["seq"], out.codes["seq"]
+    )
     rec = model.decode(codes)
     assert torch.allclose(rec["vec"], out.recon["vec"], atol=1e-5)
     # Cross-modal: seq -> vec and vec -> seq, from one modality's codes only.
@@ -110,7 +111,9 @@ def test_encode_decode_matches_forward_and_translates():
 
 def test_bad_inputs_are_clear():
     with pytest.raises(ValueError, match="code_dim=8 but the codebook's code_dim is 16"):
-        MultimodalVQ({"vec": VecAdapter(code_dim=8)}, MultimodalVQConfig(codebook=CodebookConfig(code_dim=D)))
+        MultimodalVQ(
+            {"vec": VecAdapter(code_dim=8)}, MultimodalVQConfig(codebook=CodebookConfig(code_dim=D))
+        )
     with pytest.raises(ValueError, match="modality_dropout"):
         MultimodalVQConfig(modality_dropout=1.5)
     with pytest.raises(ValueError, match="unknown modality 'audio'"):
@@ -142,8 +145,13 @@ def test_wrong_adapter_output_shape_is_caught_at_the_boundary():
             z, m = super().encode(batch)
             return Tokens(z[:, :2], m[:, :2])
 
-    model = MultimodalVQ({"vec": Broken(code_dim=D)}, MultimodalVQConfig(codebook=CodebookConfig(num_codes=8, code_dim=D, kmeans_init=False)))
-    batch = {"vec": model.adapters["vec"].collate([model.adapters["vec"].preprocess(torch.zeros(12))])}
+    model = MultimodalVQ(
+        {"vec": Broken(code_dim=D)},
+        MultimodalVQConfig(codebook=CodebookConfig(num_codes=8, code_dim=D, kmeans_init=False)),
+    )
+    batch = {
+        "vec": model.adapters["vec"].collate([model.adapters["vec"].preprocess(torch.zeros(12))])
+    }
     with pytest.raises(ValueError, match=r"expected \[batch=1, num_tokens=3, code_dim=16\]"):
         model(batch)
 

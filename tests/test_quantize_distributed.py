@@ -24,7 +24,18 @@ THRESHOLD = 4.0
 # every sample marked absent ("b-"). "nan" puts a NaN in that rank's real tokens: at step 1
 # (before k-means) on rank 1 and at step 8 on rank 0, both ranks must skip the update together.
 SCHEDULE = {
-    0: [("a", "b"), ("a", "b"), ("a", "b"), ("a", "b"), ("a", "b"), ("b",), ("a", "b"), ("a", "b"), ("a", "nan"), ("a", "b")],
+    0: [
+        ("a", "b"),
+        ("a", "b"),
+        ("a", "b"),
+        ("a", "b"),
+        ("a", "b"),
+        ("b",),
+        ("a", "b"),
+        ("a", "b"),
+        ("a", "nan"),
+        ("a", "b"),
+    ],
     1: [("a", "nan"), ("a",), ("a", "b-"), ("a",), ("b",), ("a",), ("a",), ("a",), ("a",), ("a",)],
 }
 STEPS = len(SCHEDULE[0])
@@ -125,7 +136,10 @@ def test_codebooks_stay_identical_across_ranks_with_different_modalities(tmp_pat
         }
         for key in state_keys:  # every buffer, bit for bit
             assert torch.equal(r0[key], r1[key]), f"{key} differs across ranks"
-        assert bool(r0[f"{name}.state.initialized"]) and int(r0[f"{name}.state.steps"]) == STEPS - SKIPPED
+        assert (
+            bool(r0[f"{name}.state.initialized"])
+            and int(r0[f"{name}.state.steps"]) == STEPS - SKIPPED
+        )
         assert r0[f"{name}.restarted"].item() > 0, f"{name}: no dead code was restarted"
         # both modalities reached the reservoirs though rank 1 rarely had b
         assert (r0[f"{name}.state.reservoir_filled"] > 0).all()

@@ -284,7 +284,11 @@ def test_encoder_overflow_skips_the_step_on_a_codebook_left_untouched(tmp_path):
 
     opts = dict(shuffle=False, num_sample_rows=0, max_eval_samples=4)
     m = model()
-    one = train(m, _PairData(m.adapters["pair"], 8, huge=()), tiny_config(tmp_path / "one", max_steps=1, **opts))
+    one = train(
+        m,
+        _PairData(m.adapters["pair"], 8, huge=()),
+        tiny_config(tmp_path / "one", max_steps=1, **opts),
+    )
     m = model()
     data = _PairData(m.adapters["pair"], 8, huge=(), huge_input={5})
     two = train(m, data, tiny_config(tmp_path / "two", max_steps=2, **opts))
@@ -482,7 +486,9 @@ def test_streaming_data_and_dataloader_workers(tmp_path, data):
         eval_ds,
     )
     assert result.metrics["steps"] == 3 and result.metrics["eval_samples"] == 6
-    with pytest.raises(ValueError, match="stream without a length, so TrainConfig.max_steps must be > 0"):
+    with pytest.raises(
+        ValueError, match="stream without a length, so TrainConfig.max_steps must be > 0"
+    ):
         train(tiny_model(), stream, tiny_config(tmp_path / "epochs", max_steps=0), eval_ds)
     workers = train(
         tiny_model(),
@@ -498,6 +504,8 @@ def test_num_epochs_sets_the_number_of_steps(tmp_path, data):
     result = train(
         tiny_model(),
         train_ds,
-        tiny_config(tmp_path, max_steps=0, num_epochs=2, per_device_batch_size=8, num_sample_rows=0),
+        tiny_config(
+            tmp_path, max_steps=0, num_epochs=2, per_device_batch_size=8, num_sample_rows=0
+        ),
     )
     assert result.metrics["steps"] == 6  # 24 examples / 8 per batch = 3 steps per epoch

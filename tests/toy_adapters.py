@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
 
@@ -31,7 +31,9 @@ class VecAdapter(ModalityAdapter):
     def preprocess(self, example):
         x = torch.as_tensor(example, dtype=torch.float32)
         if x.shape != (self.config.size,):
-            raise AdapterInputError(f"vec: expected shape ({self.config.size},), got {tuple(x.shape)}")
+            raise AdapterInputError(
+                f"vec: expected shape ({self.config.size},), got {tuple(x.shape)}"
+            )
         return {"x": x}
 
     def bad_inputs(self):
@@ -104,7 +106,15 @@ class SeqAdapter(ModalityAdapter):
 def toy_batch(vec: VecAdapter, seq: SeqAdapter, n: int = 4, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     vecs = [torch.randn(vec.config.size, generator=g) for _ in range(n)]
-    seqs = [torch.randint(1, seq.config.vocab, (int(torch.randint(1, seq.config.max_length + 1, (1,), generator=g)),), generator=g).tolist() for _ in range(n)]
+    seqs = [
+        torch.randint(
+            1,
+            seq.config.vocab,
+            (int(torch.randint(1, seq.config.max_length + 1, (1,), generator=g)),),
+            generator=g,
+        ).tolist()
+        for _ in range(n)
+    ]
     return {
         "vec": vec.collate([vec.preprocess(v) for v in vecs]),
         "seq": seq.collate([seq.preprocess(s) for s in seqs]),
