@@ -43,7 +43,7 @@ import torchaudio.transforms as AT
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
-from mmvq.configs import from_preset
+from mmvq.utils.configs import from_preset
 from mmvq.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig
 from mmvq.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
 from mmvq_adapters.audio_utils import load_waveform, resample, save_wav

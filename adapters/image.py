@@ -34,7 +34,7 @@ from torchmetrics.functional.image import (
 )
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
-from mmvq.configs import from_preset
+from mmvq.utils.configs import from_preset
 from mmvq.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig, downsample_factor
 from mmvq.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
 from mmvq_adapters.image_perceptual import VGGPerceptualLoss, missing_weights_message

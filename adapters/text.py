@@ -27,7 +27,7 @@ from torchmetrics.functional.text import char_error_rate
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
-from mmvq.configs import from_preset
+from mmvq.utils.configs import from_preset
 from mmvq_adapters.text_utils import (
     BUILTIN_BYT5,
     SpecialIds,

@@ -3,8 +3,25 @@
 An adapter turns raw examples of one modality into tensors (data side, runs in DataLoader
 workers and holds no model state), encodes a batch into :class:`Tokens` in the shared code
 dimension, decodes the fusion decoder's hidden states back into a reconstruction, and scores it.
-The core (:mod:`mmvq.model`, :mod:`mmvq.train`) never knows a modality by name: it talks to
+The core (:mod:`mmvq.model`, :mod:`mmvq.training`) never knows a modality by name: it talks to
 adapters only through this interface.
+
+Declarations
+------------
+What the core would otherwise have to know about a modality, an adapter class declares in
+class attributes, each defaulting to "nothing special":
+
+* :attr:`ModalityAdapter.data_column` (a :class:`DataColumn`): how a dataset column of the
+  modality is read by :mod:`mmvq.data`: whether its strings are file paths to resolve, which
+  ``datasets`` feature it is kept undecoded as (``"Audio"``: the adapter decodes
+  ``{"path", "bytes"}`` itself), and which packaged folder builder (``"audiofolder"``) reads a
+  folder of its files;
+* :attr:`ModalityAdapter.headline_metrics` and :attr:`ModalityAdapter.translation_metrics`:
+  which of its :meth:`~ModalityAdapter.metrics` a run's summary shows, for reconstructions of
+  the modality and for translations into it;
+* :attr:`ModalityAdapter.sample_format`: how its outputs are written to files (evaluation
+  samples, ``mmvq decode``): ``"png"``, ``"txt"``, ``"wav"`` (at the config's
+  ``sample_rate``), or ``None`` to decide from the type ``postprocess`` returns.
 
 Batch layout
 ------------
@@ -26,16 +43,60 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from mmvq.configs import check_known_fields
+from mmvq.utils.batches import batch_size as _batch_size
+from mmvq.utils.checks import check_positive_int
+from mmvq.utils.configs import check_known_fields
 
-__all__ = ["AdapterConfig", "ModalityAdapter", "Tokens", "BadInput", "AdapterInputError"]
+__all__ = [
+    "SAMPLE_FORMATS",
+    "AdapterConfig",
+    "AdapterInputError",
+    "BadInput",
+    "DataColumn",
+    "ModalityAdapter",
+    "Tokens",
+]
+
+SAMPLE_FORMATS: tuple[str | None, ...] = ("png", "txt", "wav", None)
+"""The values of :attr:`ModalityAdapter.sample_format`."""
 
 
 class AdapterInputError(ValueError):
     """Raised at the boundary when an adapter is given input it cannot use.
 
     The message names the field, the offending value and the fix.
+
+    Attributes:
+        modality: set by :meth:`mmvq.MultimodalVQ.prepare` to the modality whose value was
+            refused (``None`` when raised elsewhere), so that callers can name their own option.
     """
+
+    modality: str | None = None
+
+
+@dataclass(frozen=True)
+class DataColumn:
+    """How a dataset column of an adapter's modality is read (:attr:`ModalityAdapter.data_column`).
+
+    The default reads the column's values as they are.
+
+    Attributes:
+        file_paths: string values (and ``{"path": ...}`` values without bytes) are file paths:
+            in local data files (``--train_file``) they are resolved against the file's folder
+            and checked to exist when the data is loaded.
+        undecoded: the name of a ``datasets`` feature type (``"Audio"``) that the column is cast
+            to with ``decode=False``, so that rows hold ``{"path", "bytes"}`` and the adapter
+            decodes them itself (a column of path strings is cast too; a decoding feature of
+            that type keeps its other settings).
+        folder_builder: the packaged ``datasets`` folder builder that reads a folder of this
+            modality's files (``"audiofolder"``). When ``--dataset_name`` names it and
+            ``datasets`` has no decoder for such files (no ``torchcodec``), mmvq reads the folder
+            itself, without decoding: same layout, files and metadata as the builder's.
+    """
+
+    file_paths: bool = False
+    undecoded: str | None = None
+    folder_builder: str | None = None
 
 
 class Tokens(NamedTuple):
@@ -76,15 +137,11 @@ class AdapterConfig:
     code_dim: int = 64
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.code_dim, int)
-            or isinstance(self.code_dim, bool)
-            or self.code_dim <= 0
-        ):
-            raise ValueError(
-                f"{type(self).__name__}.code_dim must be a positive int, got {self.code_dim!r}; "
-                "set it to the codebook's code dimension (e.g. 64)."
-            )
+        check_positive_int(
+            f"{type(self).__name__}.code_dim",
+            self.code_dim,
+            fix="; set it to the codebook's code dimension (e.g. 64).",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
@@ -129,10 +186,24 @@ class ModalityAdapter(nn.Module, ABC):
         config_class: the :class:`AdapterConfig` subclass this adapter is configured by.
         registered_name: the name under which the registry knows this class (set by
             :func:`mmvq.register_adapter`).
+        data_column: how :mod:`mmvq.data` reads a dataset column of this modality (file paths,
+            an undecoded ``datasets`` feature, a folder builder); see :class:`DataColumn`.
+        headline_metrics: names of :meth:`metrics` (without the modality prefix) that a run's
+            summary shows for reconstructions of this modality, most telling first.
+        translation_metrics: those of them that also judge a translation INTO this modality
+            (shown as ``<source>_to_<modality>_<name>``).
+        sample_format: how outputs are written to files: ``"png"`` (PIL images: a PNG grid of
+            evaluation samples, one ``.png`` per output), ``"txt"`` (strings), ``"wav"`` (1-D
+            waveforms at the config's ``sample_rate``), or ``None`` (decided from the type of
+            each output).
     """
 
     config_class: ClassVar[type[AdapterConfig]] = AdapterConfig
     registered_name: ClassVar[str | None] = None
+    data_column: ClassVar[DataColumn] = DataColumn()
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
+    translation_metrics: ClassVar[tuple[str, ...]] = ()
+    sample_format: ClassVar[str | None] = None
 
     def __init__(self, config: AdapterConfig | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -156,7 +227,8 @@ class ModalityAdapter(nn.Module, ABC):
         """Stack preprocessed examples into a batch (override for padding)."""
         if not items:
             raise AdapterInputError(
-                f"{type(self).__name__}.collate got an empty list; a batch needs at least one example."
+                f"{type(self).__name__}.collate got an empty list; a batch needs at least one "
+                "example."
             )
         keys = items[0].keys()
         return {k: torch.stack([item[k] for item in items]) for k in keys}
@@ -235,7 +307,4 @@ class ModalityAdapter(nn.Module, ABC):
     @staticmethod
     def batch_size(batch: dict[str, Tensor]) -> int:
         """The batch size of a collated batch (first dim of its first tensor)."""
-        for value in batch.values():
-            if isinstance(value, Tensor) and value.dim() > 0:
-                return int(value.shape[0])
-        raise AdapterInputError("batch holds no tensor with a batch dimension")
+        return _batch_size(batch, error=AdapterInputError)

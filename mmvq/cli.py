@@ -672,7 +672,7 @@ def decode_command(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"unknown modality {m!r}; this model's modalities are {list(model.modalities)}"
             )
-    device = model.codebook.code_vectors.device
+    device = model.device
     recon = model.decode({m: c.to(device) for m, c in codes.items()}, targets=targets)
     for path in _write_postprocessed(model, recon, args.out):
         print(path)

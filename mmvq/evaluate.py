@@ -16,7 +16,7 @@ returns one flat dict (plus a few per-modality dicts):
   float or a dict of floats. A dict's keys that already start with ``<s>_to_<t>`` are kept
   (``text_to_image_score``), others get that prefix plus ``_score_``. Values are averaged over
   batches, weighted by the number of examples;
-* codebook statistics over the whole evaluation set (:class:`~mmvq.codebook_stats.
+* codebook statistics over the whole evaluation set (:class:`~mmvq.quantize.stats.
   CodebookStatsAccumulator`): ``codebook_usage`` (fraction of codes used by any modality),
   ``codebook_usage_per_modality``, ``perplexity`` (per modality), ``overlap`` (Jaccard of the
   modalities' code sets; mean over pairs, with ``overlap_per_pair``) and ``same_code_agreement``
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmvq.codebook_stats import CodebookStatsAccumulator
+from mmvq.quantize.stats import CodebookStatsAccumulator
 from mmvq.samples import write_samples
 
 __all__ = ["evaluate", "dataset_references", "Scorer"]
@@ -194,7 +194,7 @@ def evaluate(
     scorers = _parse_scorers(translation_scorers, modalities)
     if references is None:
         references = dataset_references(eval_loader)
-    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    device = accelerator.device if accelerator is not None else model.device
     autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     was_training = model.training
     model.eval()

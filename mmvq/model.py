@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
-from mmvq.configs import check_known_fields
+from mmvq.utils.configs import check_known_fields
 from mmvq.fusion import FusionDecoder, FusionDecoderConfig
 from mmvq.hub import MultimodalVQHubMixin
 from mmvq.quantize import CodebookConfig, SharedCodebook
@@ -188,6 +188,11 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
     def code_dim(self) -> int:
         return self.config.codebook.code_dim
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's state (the codebook's)."""
+        return self.codebook.device
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every modality's loss flows through (the decoder's output projection).
 
@@ -286,7 +291,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             targets: modalities to reconstruct (default: every modality in the batch).
         """
         size = self._check_batch(batch)
-        device = self.codebook.codebook.device
+        device = self.device
         present: dict[str, Tensor] = {}
         z: dict[str, Tensor] = {}
         token_mask: dict[str, Tensor] = {}
@@ -391,7 +396,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 {m: self.adapters[m].preprocess(v) for m, v in example.items() if v is not None}
             )
         batch = MultimodalCollator(dict(self.adapters))(rows)
-        device = self.codebook.codebook.device
+        device = self.device
         return {m: {k: v.to(device) for k, v in sub.items()} for m, sub in batch.items()}
 
     def postprocess(self, recon: Mapping[str, Tensor]) -> dict[str, list[Any]]:
@@ -405,7 +410,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         Does not touch codebook statistics, whatever the module's mode.
         """
         size = self._check_batch(batch)
-        device = self.codebook.codebook.device
+        device = self.device
         out = {}
         for m in self.modalities:
             if m not in batch:
@@ -443,7 +448,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 raise KeyError(
                     f"unknown modality {m!r}; this model's modalities are {list(self.modalities)}"
                 )
-        device = self.codebook.codebook.device
+        device = self.device
         z_q, visible, token_mask = {}, {}, {}
         sizes = {int(c.shape[0]) for c in codes.values()}
         if len(sizes) != 1:

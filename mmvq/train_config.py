@@ -17,14 +17,13 @@ In YAML they are plain mappings (``balancer: {name: gradnorm}``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from mmvq.align import AlignmentConfig
 from mmvq.balance import BALANCERS, BalancerConfig
-from mmvq.configs import check_known_fields
+from mmvq.utils.configs import check_known_fields, parse_mapping
 
 __all__ = [
     "TrainConfig",
@@ -37,29 +36,6 @@ __all__ = [
 MIXED_PRECISION: tuple[str, ...] = ("no", "bf16", "fp16")
 LR_SCHEDULERS: tuple[str, ...] = ("cosine", "linear", "constant")
 GAN_LOSSES: tuple[str, ...] = ("hinge", "non-saturating")
-
-
-def _parse_value(text: str) -> Any:
-    """A ``key=value`` value: JSON when it parses (numbers, bools, objects), else the string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _split_pairs(text: str) -> list[str]:
-    """Split ``a=1,b={"x": 1, "y": 2}`` at top-level commas (not inside braces/brackets)."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
 
 
 def parse_sub_config(value: Any, cls: type, field_name: str, shorthand: str) -> Any:
@@ -75,38 +51,19 @@ def parse_sub_config(value: Any, cls: type, field_name: str, shorthand: str) -> 
         return cls()
     if isinstance(value, cls):
         return value
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return cls()
-        if text.startswith("{"):
-            try:
-                value = json.loads(text)
-            except ValueError as err:
-                raise ValueError(
-                    f"TrainConfig.{field_name}={value!r} is not valid JSON ({err}); write e.g. "
-                    f"'{{\"{shorthand}\": ...}}' or '{shorthand}=...'"
-                ) from None
-        elif "=" in text:
-            pairs = {}
-            for part in _split_pairs(text):
-                key, sep, raw = part.partition("=")
-                if not sep:
-                    raise ValueError(
-                        f"TrainConfig.{field_name}={value!r}: {part!r} is not a key=value pair; "
-                        f"write e.g. '{shorthand}=...,other=...'"
-                    )
-                pairs[key.strip()] = _parse_value(raw.strip())
-            value = pairs
-        else:
-            value = {shorthand: _parse_value(text)}
-    if not isinstance(value, dict):
+    if not isinstance(value, (str, dict)):
         raise TypeError(
             f"TrainConfig.{field_name} must be a {cls.__name__}, a dict, or a string "
             f"('{shorthand}', 'key=value,...' or JSON), got {type(value).__name__}: {value!r}"
         )
-    check_known_fields(cls, value, f"TrainConfig.{field_name}", "option")
-    return cls(**value)
+    options = parse_mapping(
+        value,
+        f"TrainConfig.{field_name}",
+        example=f"{shorthand}=...,other=...",
+        shorthand=shorthand,
+    )
+    check_known_fields(cls, options, f"TrainConfig.{field_name}", "option")
+    return cls(**options)
 
 
 def _help(text: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Tests of mmvq.quantize.SharedCodebook (single process; see test_quantize_distributed.py)."""
+"""Tests of the mmvq.quantize package: SharedCodebook, its kernel, statistics, restarts and input
+checks (single process; see test_quantize_distributed.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmvq.adapter import AdapterInputError
-from mmvq.quantize import (
-    CodebookConfig,
-    QuantizerOutput,
-    SharedCodebook,
-    _Assigned,
-    _chunk_rows,
-)
+from mmvq.quantize import CodebookConfig, QuantizerOutput, SharedCodebook
+from mmvq.quantize.ema import Assigned, reduce_statistics
+from mmvq.quantize.kernel import CPU_BLOCK_BYTES, chunk_rows
 
 torch.set_num_threads(1)
 
@@ -108,8 +105,8 @@ def test_chunked_lookup_equals_unchunked() -> None:
     tiny = make(num_codes=64, code_dim=8, memory_budget_mb=0.001).eval()
     tiny.load_state_dict(big.state_dict())
     z = torch.randn(4, 250, 8)
-    assert _chunk_rows(64, 0.001) < 1000 // 50  # the tiny budget really forces > 50 chunks
-    assert _chunk_rows(64, 256.0) >= 1000  # the big one does it in one
+    assert chunk_rows(64, 0.001) < 1000 // 50  # the tiny budget really forces > 50 chunks
+    assert chunk_rows(64, 256.0) >= 1000  # the big one does it in one
     a, b = big.lookup(z), tiny.lookup(z)
     assert torch.equal(a, b)
     assert torch.equal(big({"text": z}).codes["text"], tiny({"text": z}).codes["text"])
@@ -229,10 +226,10 @@ def test_weighted_statistics_exact() -> None:
     xa, xb = torch.randn(40, 3), torch.randn(200, 3)
     ia, ib = torch.randint(0, 64, (40,)), torch.randint(0, 64, (200,))
     assigned = {
-        "a": _Assigned(xa, ia, torch.bincount(ia, minlength=64)),
-        "b": _Assigned(xb, ib, torch.bincount(ib, minlength=64)),
+        "a": Assigned(xa, ia, torch.bincount(ia, minlength=64)),
+        "b": Assigned(xb, ib, torch.bincount(ib, minlength=64)),
     }
-    red = cb._reduce(assigned, {"a": 3.0, "b": 1.0}, with_sums=True)
+    red = reduce_statistics(cb, assigned, {"a": 3.0, "b": 1.0}, with_sums=True)
     # shares 3:1 of the 240 tokens, whatever each modality's own count
     sa, sb = 0.75 * 240 / 40, 0.25 * 240 / 200
     counts = sa * torch.bincount(ia, minlength=64) + sb * torch.bincount(ib, minlength=64)
@@ -651,13 +648,13 @@ def test_config_dict_round_trip() -> None:
 
 
 def test_cpu_lookup_block_is_capped_and_reused() -> None:
-    from mmvq.quantize import _CPU_BLOCK_BYTES, lookup_workspace_bytes
+    from mmvq.quantize import lookup_workspace_bytes
 
     k = 4096
-    cap_rows = _CPU_BLOCK_BYTES // (4 * k)
-    assert _chunk_rows(k, 256.0) > cap_rows  # the budget alone would allow more rows
-    assert _chunk_rows(k, 256.0, "cpu") == cap_rows
-    assert _chunk_rows(k, 0.001, "cpu") == _chunk_rows(k, 0.001)  # a smaller budget still rules
+    cap_rows = CPU_BLOCK_BYTES // (4 * k)
+    assert chunk_rows(k, 256.0) > cap_rows  # the budget alone would allow more rows
+    assert chunk_rows(k, 256.0, "cpu") == cap_rows
+    assert chunk_rows(k, 0.001, "cpu") == chunk_rows(k, 0.001)  # a smaller budget still rules
     assert lookup_workspace_bytes(10**6, k, 256.0, "cpu") == 4 * (cap_rows * k + k)
     assert lookup_workspace_bytes(10, k, 256.0, "cpu") == 4 * (10 * k + k)
     # several capped chunks through one reused block: still the brute-force answer

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from mmvq import distributed
+from mmvq.utils import distributed
 from mmvq.quantize import CodebookConfig, SharedCodebook
 
 WORLD = 2

@@ -25,7 +25,8 @@ from itertools import combinations
 import torch
 from torch import Tensor
 
-from mmvq import distributed
+from mmvq.utils import distributed
+from mmvq.utils.checks import check_positive_int
 
 __all__ = [
     "CodebookStatsAccumulator",
@@ -39,10 +40,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- validation
 def _check_num_codes(num_codes: int) -> None:
-    if not isinstance(num_codes, int) or isinstance(num_codes, bool) or num_codes <= 0:
-        raise ValueError(
-            f"num_codes must be a positive int, got {num_codes!r}; pass the codebook size K."
-        )
+    check_positive_int("num_codes", num_codes, fix="; pass the codebook size K.")
 
 
 def _check_codes(codes: Tensor, num_codes: int | None, name: str = "codes") -> None:
@@ -104,11 +102,11 @@ def code_histogram(
     return torch.bincount(flat.clamp_min(0), weights=valid.float(), minlength=num_codes)[:num_codes]
 
 
-def _usage_from_hist(hist: Tensor) -> Tensor:
+def usage_from_hist(hist: Tensor) -> Tensor:
     return (hist > 0).float().mean()
 
 
-def _perplexity_from_hist(hist: Tensor) -> Tensor:
+def perplexity_from_hist(hist: Tensor) -> Tensor:
     hist = hist.double()
     total = hist.sum()
     p = hist / total  # nan everywhere when total == 0, which is what we want
@@ -117,7 +115,7 @@ def _perplexity_from_hist(hist: Tensor) -> Tensor:
     return torch.where(total > 0, out, torch.full_like(out, float("nan"))).float()
 
 
-def _jaccard_from_hists(hist_a: Tensor, hist_b: Tensor) -> Tensor:
+def jaccard_from_hists(hist_a: Tensor, hist_b: Tensor) -> Tensor:
     in_a, in_b = hist_a > 0, hist_b > 0
     inter = (in_a & in_b).sum().float()
     union = (in_a | in_b).sum().float()
@@ -128,14 +126,14 @@ def usage(
     codes: Tensor, num_codes: int, mask: Tensor | None = None, *, check: bool = True
 ) -> Tensor:
     """Fraction of the ``num_codes`` codes that occur in ``codes`` (``-1`` ignored)."""
-    return _usage_from_hist(code_histogram(codes, num_codes, mask, check=check))
+    return usage_from_hist(code_histogram(codes, num_codes, mask, check=check))
 
 
 def perplexity(
     codes: Tensor, num_codes: int, mask: Tensor | None = None, *, check: bool = True
 ) -> Tensor:
     """``exp(entropy)`` of the code histogram; ``nan`` when there is no real token."""
-    return _perplexity_from_hist(code_histogram(codes, num_codes, mask, check=check))
+    return perplexity_from_hist(code_histogram(codes, num_codes, mask, check=check))
 
 
 def code_set_jaccard(
@@ -150,7 +148,7 @@ def code_set_jaccard(
         _check_codes(codes_a, num_codes, "codes_a")
         _check_codes(codes_b, num_codes, "codes_b")
     k = num_codes if num_codes is not None else _infer_num_codes(codes_a, codes_b)
-    return _jaccard_from_hists(
+    return jaccard_from_hists(
         code_histogram(codes_a, k, check=False), code_histogram(codes_b, k, check=False)
     )
 
@@ -349,14 +347,14 @@ class CodebookStatsAccumulator:
         seen = self._hist.sum(1) > 0
         for i, m in enumerate(self.modalities):
             if seen[i]:
-                out[f"usage/{m}"] = float(_usage_from_hist(self._hist[i]))
-                out[f"perplexity/{m}"] = float(_perplexity_from_hist(self._hist[i]))
+                out[f"usage/{m}"] = float(usage_from_hist(self._hist[i]))
+                out[f"perplexity/{m}"] = float(perplexity_from_hist(self._hist[i]))
         for j, (a, b) in enumerate(self.pairs):
             ia, ib = self.modalities.index(a), self.modalities.index(b)
             if seen[ia] and seen[ib]:
-                out[f"overlap/{a}-{b}"] = float(_jaccard_from_hists(self._hist[ia], self._hist[ib]))
+                out[f"overlap/{a}-{b}"] = float(jaccard_from_hists(self._hist[ia], self._hist[ib]))
             if self._agree[j, 1] > 0:
                 out[f"agreement/{a}-{b}"] = float(self._agree[j, 0] / self._agree[j, 1])
         if bool(seen.any()):
-            out["usage/all"] = float(_usage_from_hist(self._hist.sum(0)))
+            out["usage/all"] = float(usage_from_hist(self._hist.sum(0)))
         return out

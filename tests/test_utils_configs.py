@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mmvq.configs import check_known_fields, from_preset
+from mmvq.utils.configs import check_known_fields, from_preset
 
 
 @dataclass

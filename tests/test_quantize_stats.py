@@ -1,4 +1,4 @@
-"""Tests of mmvq.codebook_stats: exact values on constructed codes, accumulation, bad inputs."""
+"""Tests of mmvq.quantize.stats: exact values on constructed codes, accumulation, bad inputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmvq.codebook_stats import (
+from mmvq.quantize.stats import (
     CodebookStatsAccumulator,
     code_histogram,
     code_set_jaccard,
