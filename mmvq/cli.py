@@ -813,8 +813,8 @@ def push_command(args: argparse.Namespace) -> int:
     """``mmvq push MODEL REPO_ID [--private] [--token T] [--revision BRANCH]``."""
     from pathlib import Path
 
+    from mmvq.hub.model_card import SAMPLE_IMAGE_STEM
     from mmvq.model import MultimodalVQ
-    from mmvq.model_card import SAMPLE_IMAGE_STEM
 
     sample = args.sample_image
     if sample is None and Path(args.model).is_dir():

@@ -5,20 +5,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
-from mmvq.utils.configs import check_known_fields
 from mmvq.fusion import FusionDecoder, FusionDecoderConfig
-from mmvq.hub import MultimodalVQHubMixin
+from mmvq.hub.mixin import MultimodalVQHubMixin
 from mmvq.quantize import CodebookConfig, SharedCodebook
+from mmvq.utils.configs import check_known_fields
 
-__all__ = ["MultimodalVQConfig", "MultimodalVQOutput", "MultimodalVQ", "AdapterSpec"]
-
-AdapterSpec = "str | ModalityAdapter | tuple[str, AdapterConfig | dict[str, Any]]"
+__all__ = ["MultimodalVQ", "MultimodalVQConfig", "MultimodalVQOutput"]
 
 
 @dataclass
@@ -47,12 +45,14 @@ class MultimodalVQConfig:
             self.decoder = FusionDecoderConfig(**self.decoder)
         if not 0.0 <= float(self.modality_dropout) < 1.0:
             raise ValueError(
-                f"MultimodalVQConfig.modality_dropout must be in [0, 1), got {self.modality_dropout!r}"
+                "MultimodalVQConfig.modality_dropout must be in [0, 1), got "
+                f"{self.modality_dropout!r}"
             )
         for m, w in self.modality_weights.items():
             if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
                 raise ValueError(
-                    f"MultimodalVQConfig.modality_weights[{m!r}] must be a non-negative number, got {w!r}"
+                    f"MultimodalVQConfig.modality_weights[{m!r}] must be a non-negative number, "
+                    f"got {w!r}"
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +109,9 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
 
         model = MultimodalVQ.build({"image": "image", "text": ("text", {"max_length": 48})})
     """
+
+    config_class: ClassVar[type[MultimodalVQConfig]] = MultimodalVQConfig
+    """The config class :meth:`from_pretrained` rebuilds the saved model config with."""
 
     def __init__(
         self,
@@ -255,14 +258,16 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         tokens = adapter.encode(dict(sub))
         if not isinstance(tokens, tuple) or len(tokens) != 2:
             raise TypeError(
-                f"adapter {m!r}.encode must return mmvq.Tokens(z, mask), got {type(tokens).__name__}"
+                f"adapter {m!r}.encode must return mmvq.Tokens(z, mask), got "
+                f"{type(tokens).__name__}"
             )
         z, mask = tokens
         n = self.decoder.layout[m]
         if z.dim() != 3 or tuple(z.shape) != (size, n, self.code_dim):
             raise ValueError(
                 f"adapter {m!r} ({type(adapter).__name__}).encode returned z of shape "
-                f"{tuple(z.shape)}; expected [batch={size}, num_tokens={n}, code_dim={self.code_dim}]"
+                f"{tuple(z.shape)}; expected [batch={size}, num_tokens={n}, "
+                f"code_dim={self.code_dim}]"
             )
         if not z.is_floating_point():
             raise TypeError(
@@ -270,7 +275,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             )
         if tuple(mask.shape) != (size, n):
             raise ValueError(
-                f"adapter {m!r}.encode returned mask of shape {tuple(mask.shape)}; expected [{size}, {n}]"
+                f"adapter {m!r}.encode returned mask of shape {tuple(mask.shape)}; expected "
+                f"[{size}, {n}]"
             )
         return Tokens(z, mask.bool())
 

@@ -143,9 +143,7 @@ def generate(
         )
     generator = None
     if config.seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(
-            config.seed
-        )
+        generator = torch.Generator(device=model.device).manual_seed(config.seed)
     was_training = model.training
     model.eval()
     try:

@@ -49,7 +49,8 @@ from mmvq.train_checkpoint import (
 )
 from mmvq.train_config import TrainConfig
 from mmvq.train_gan import DiscriminatorSet, gan_inputs, generator_gan_loss
-from mmvq.train_logging import MetricWindow, flatten_metrics
+from mmvq.train_logging import MetricWindow
+from mmvq.utils.metrics import flatten_metrics
 
 __all__ = ["train", "TrainConfig", "TrainResult", "TrainingError"]
 
@@ -831,7 +832,7 @@ class _Loop:
                     else None,
                     num_sample_rows=cfg.num_sample_rows,
                 )
-            acc.log(flatten_metrics(metrics, "eval/"), step=step)
+            acc.log(flatten_metrics(metrics, "eval/", numbers_only=True), step=step)
             with (self.output_dir / LOG_NAME).open("a") as f:
                 f.write(json.dumps({"step": step, "eval": metrics}) + "\n")
             headline = {

@@ -1,6 +1,6 @@
 """Training checkpoints: atomic ``accelerator.save_state``, keep-last-k, resume, shape fingerprint.
 
-(The Hub save format of a trained model is :mod:`mmvq.pretrained`.)
+(The Hub save format of a trained model is :mod:`mmvq.hub.format`.)
 
 Layout of ``OUTPUT_DIR/checkpoints/checkpoint-N/`` (N = optimizer step)::
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MetricWindow", "flatten_metrics"]
+__all__ = ["MetricWindow"]
 
 
 class MetricWindow:
@@ -115,15 +115,3 @@ class MetricWindow:
         return {
             n: float(packed[0, i] / packed[1, i]) for i, n in enumerate(names) if packed[1, i] > 0
         }
-
-
-def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"perplexity": {"image": 3.0}}`` -> ``{"perplexity/image": 3.0}``; non-numbers dropped."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_metrics(value, name + "/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat

@@ -23,8 +23,8 @@ from tiny_models import (
 )
 
 from mmvq.hub import DOWNLOAD_PATTERNS, MultimodalVQHubMixin
+from mmvq.hub.format import PretrainedError, PretrainedNotFoundError
 from mmvq.model import MultimodalVQ
-from mmvq.pretrained import PretrainedError, PretrainedNotFoundError
 
 pytestmark = [pytest.mark.usefixtures("vector_plugin"), pytest.mark.timeout(120)]
 

@@ -15,11 +15,10 @@ from tiny_models import (
     vector_plugin_fixture,  # noqa: F401 - fixture "vector_plugin"
 )
 
-from mmvq.model_card import (
+from mmvq.hub.model_card import (
     ModelCardInputError,
     build_model_card,
     check_card_inputs,
-    flatten_metrics,
     load_metrics,
 )
 
@@ -109,8 +108,7 @@ def test_pil_sample_image_and_jpeg_names(tmp_path: Path) -> None:
     assert (tmp_path / "jpg" / "sample_grid.jpg").is_file()
 
 
-def test_flatten_metrics() -> None:
-    assert flatten_metrics({"a": {"b": {"c": 1}}, "d": [1, 2]}) == {"a/b/c": 1, "d": [1, 2]}
+def test_load_metrics_of_nothing() -> None:
     assert load_metrics(None) == {}
 
 

@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from mmvq.utils import distributed
 from mmvq.quantize import CodebookConfig, SharedCodebook
+from mmvq.utils import distributed
 
 WORLD = 2
 RESTART_EVERY = 3

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from mmvq.train_logging import MetricWindow, flatten_metrics
+from mmvq.train_logging import MetricWindow
 
 
 def test_means_skip_nonfinite_values_and_the_window_resets():
@@ -19,11 +17,3 @@ def test_means_skip_nonfinite_values_and_the_window_resets():
     w.add("only_nan", float("nan"))
     assert w.reduce() == {"loss": 2.0, "x/a": 2.0, "x/b": 4.0}
     assert w.reduce() == {}
-
-
-def test_flatten_metrics_nests_names_and_drops_non_numbers():
-    flat = flatten_metrics(
-        {"perplexity": {"image": 3.0, "text": 2}, "usage": 0.5, "name": "x", "ok": True}, "eval/"
-    )
-    assert flat == {"eval/perplexity/image": 3.0, "eval/perplexity/text": 2.0, "eval/usage": 0.5}
-    assert all(isinstance(v, float) and math.isfinite(v) for v in flat.values())

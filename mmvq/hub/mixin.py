@@ -1,7 +1,7 @@
 """Hugging Face Hub integration of :class:`~mmvq.model.MultimodalVQ`: save, load, push.
 
 :class:`MultimodalVQHubMixin` is a :class:`huggingface_hub.ModelHubMixin` (``library_name="mmvq"``)
-whose ``_save_pretrained`` / ``from_pretrained`` speak the format of :mod:`mmvq.pretrained`::
+whose ``_save_pretrained`` / ``from_pretrained`` speak the format of :mod:`mmvq.hub.format`::
 
     model.save_pretrained("out/", metrics="runs/x/metrics.json", sample_image="grid.png")
     model = MultimodalVQ.from_pretrained("out/")                        # a local directory
@@ -9,7 +9,7 @@ whose ``_save_pretrained`` / ``from_pretrained`` speak the format of :mod:`mmvq.
     model.push_to_hub("org/name", private=True)
 
 Loading never unpickles anything (safetensors only) and resolves adapters only through the
-registry. Every failure is a :class:`~mmvq.pretrained.PretrainedError` that names the file or repo,
+registry. Every failure is a :class:`~mmvq.hub.format.PretrainedError` that names the file or repo,
 the problem and the fix.
 """
 
@@ -30,14 +30,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import SoftTemporaryDirectory, validate_repo_id
 
-from mmvq.model_card import (
-    MetricsInput,
-    TrainingData,
-    build_model_card,
-    check_card_inputs,
-    write_model_card,
-)
-from mmvq.pretrained import (
+from mmvq.hub.format import (
     ADAPTERS_DIR,
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -46,6 +39,13 @@ from mmvq.pretrained import (
     describe_model,
     load_pretrained_dir,
     save_pretrained_files,
+)
+from mmvq.hub.model_card import (
+    MetricsInput,
+    TrainingData,
+    build_model_card,
+    check_card_inputs,
+    write_model_card,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -253,7 +253,7 @@ class MultimodalVQHubMixin(
         training_data: TrainingData = None,
         repo_id: str | None = None,
     ) -> ModelCard:
-        """The model card (see :func:`mmvq.model_card.build_model_card`)."""
+        """The model card (see :func:`mmvq.hub.model_card.build_model_card`)."""
         return build_model_card(
             self,  # type: ignore[arg-type]
             metrics=metrics,

@@ -7,12 +7,12 @@ A saved model is a directory (or a Hub repo) with::
                           the adapter's config dict
     model.safetensors     every tensor of the model's state dict (no pickle anywhere)
     adapters/<modality>/  what ``adapter.save_extra`` wrote (e.g. the text tokenizer)
-    README.md             the model card (:mod:`mmvq.model_card`)
+    README.md             the model card (:mod:`mmvq.hub.model_card`)
 
 Adapters are resolved on load ONLY through the registry (:func:`mmvq.registry.get_adapter`): the
 config records a name and the distribution that provided it, never an import path. Every problem
 reading a saved model raises :class:`PretrainedError` naming the file, what is wrong and the fix.
-(Training checkpoints, with optimizer state, are :mod:`mmvq.train_checkpoint`'s business.)
+(Training checkpoints, with optimizer state, are :mod:`mmvq.training.checkpoint`'s business.)
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ from safetensors.torch import load_file, save_model
 from torch import Tensor
 
 from mmvq.adapter import ModalityAdapter
+from mmvq.registry import (
+    AdapterPluginError,
+    AdapterRegistryError,
+    UnknownAdapterError,
+    adapter_info,
+    adapter_name,
+    get_adapter,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmvq.model import MultimodalVQ
@@ -247,8 +255,6 @@ def describe_model(model: MultimodalVQ) -> PretrainedConfig:
     Raises:
         PretrainedError: an adapter is not registered, so the saved model could not be loaded.
     """
-    from mmvq.registry import AdapterRegistryError, adapter_info, adapter_name
-
     records: dict[str, AdapterRecord] = {}
     for modality, adapter in model.adapters.items():
         try:
@@ -295,8 +301,6 @@ def save_pretrained_files(model: MultimodalVQ, directory: str | os.PathLike) -> 
 def _build_adapter(
     modality: str, record: AdapterRecord, directory: Path, where: str
 ) -> ModalityAdapter:
-    from mmvq.registry import AdapterPluginError, UnknownAdapterError, adapter_info, get_adapter
-
     try:
         cls = get_adapter(record.name, distribution_hint=record.distribution)
     except UnknownAdapterError as exc:
@@ -416,15 +420,17 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def load_pretrained_dir(cls: type[MultimodalVQ], directory: str | os.PathLike) -> MultimodalVQ:
-    """Build a model of class ``cls`` from a saved directory (adapters via the registry)."""
-    from mmvq.model import MultimodalVQConfig
+    """Build a model of class ``cls`` from a saved directory (adapters via the registry).
 
+    The model config is rebuilt by ``cls.config_class.from_dict`` (the class names its own config
+    class, so this module never imports the model's).
+    """
     directory = Path(directory)
     config_path = directory / CONFIG_NAME
     config = PretrainedConfig.read(config_path)
     where = str(config_path)
     try:
-        model_config = MultimodalVQConfig.from_dict(config.model)
+        model_config = cls.config_class.from_dict(config.model)
     except (TypeError, ValueError) as exc:
         raise PretrainedError(
             f"{where}: 'model' does not fit this mmvq {_mmvq_version()} (saved by mmvq "

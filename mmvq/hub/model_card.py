@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from mmvq.pretrained import PretrainedConfig, describe_model
+from mmvq.hub.format import PretrainedConfig, describe_model
+from mmvq.utils.metrics import flatten_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -35,7 +36,6 @@ __all__ = [
     "build_model_card",
     "check_card_inputs",
     "check_sample_image",
-    "flatten_metrics",
     "load_metrics",
     "write_model_card",
 ]
@@ -54,18 +54,6 @@ class ModelCardInputError(ValueError):
 
 
 # ------------------------------------------------------------------------------ metrics
-def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings flattened to ``"a/b/c"`` keys (lists and scalars kept as values)."""
-    flat: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten_metrics(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
 def load_metrics(metrics: MetricsInput) -> dict[str, Any]:
     """Flattened metrics from a mapping or a JSON file (e.g. ``metrics.json``); ``{}`` for None.
 
@@ -263,49 +251,23 @@ mmvq decode {repo_id} codes.json --to {target} --out decoded/
 ```"""
 
 
-def build_model_card(
-    model: MultimodalVQ,
-    *,
-    metrics: MetricsInput = None,
-    sample_image_name: str | None = None,
-    training_data: TrainingData = None,
-    repo_id: str | None = None,
-    card_data: ModelCardData | None = None,
-) -> ModelCard:
-    """The model card of ``model``.
-
-    Args:
-        model: the model (its adapters must be registered, see
-            :func:`mmvq.pretrained.describe_model`).
-        metrics: the last evaluation's metrics (mapping or JSON file); per-modality codebook
-            usage and perplexity are read from keys ending in ``usage/<modality>`` (or
-            ``codebook_usage_per_modality/<modality>``) / ``perplexity/<modality>``.
-        sample_image_name: file name of a sample grid already in the repo
-            (see :func:`add_sample_image`).
-        training_data: a description, a dict (its ``datasets`` entry goes into the card
-            metadata) or a list of dataset names.
-        repo_id: the Hub repo id used in the loading snippet (default: a placeholder).
-        card_data: metadata to start from (e.g. the Hub mixin's); tags and library_name are added.
-    """
-    flat = load_metrics(metrics)
-    _check_training_data(training_data)
-    config = describe_model(model)
-    modalities = config.modalities
-    training_text, datasets = _training_section(training_data)
-
+def _card_data(
+    card_data: ModelCardData | None, modalities: list[str], datasets: list[str]
+) -> ModelCardData:
+    """The card's metadata: ``library_name``, tags (base + modalities), datasets."""
     data = ModelCardData(**(card_data.to_dict() if card_data is not None else {}))
     data.library_name = "mmvq"
     tags = list(data.tags or []) + list(BASE_TAGS) + modalities
     data.tags = sorted(set(tags), key=tags.index)
     if datasets:
         data.datasets = datasets
+    return data
 
-    repo = repo_id or "path/to/this-model"
-    title = repo_id.split("/")[-1] if repo_id else "mmvq model"
-    cb = model.config.codebook
-    dec = model.config.decoder
-    layout = model.num_tokens()
 
+def _modality_table(
+    config: PretrainedConfig, layout: Mapping[str, int], flat: Mapping[str, Any]
+) -> str:
+    """One row per modality: adapter, provenance, tokens, codebook usage and perplexity."""
     rows = [
         (
             "| Modality | Adapter | Provided by | Version | Tokens / sample | Codebook usage | "
@@ -322,21 +284,59 @@ def build_model_card(
             f"{_cell(usage) if usage is not None else 'not measured'} | "
             f"{_cell(perplexity) if perplexity is not None else 'not measured'} |"
         )
-    if flat:
-        metric_rows = ["| Metric | Value |", "|---|---|"] + [
-            f"| {_cell(k)} | {_cell(v)} |" for k, v in flat.items()
-        ]
-        evaluation = "\n".join(metric_rows)
-    else:
-        evaluation = (
-            "No evaluation recorded (pass `metrics=...`, e.g. the training run's metrics.json)."
-        )
+    return "\n".join(rows)
+
+
+def _evaluation_section(flat: Mapping[str, Any]) -> str:
+    if not flat:
+        return "No evaluation recorded (pass `metrics=...`, e.g. the training run's metrics.json)."
+    metric_rows = ["| Metric | Value |", "|---|---|"] + [
+        f"| {_cell(k)} | {_cell(v)} |" for k, v in flat.items()
+    ]
+    return "\n".join(metric_rows)
+
+
+def build_model_card(
+    model: MultimodalVQ,
+    *,
+    metrics: MetricsInput = None,
+    sample_image_name: str | None = None,
+    training_data: TrainingData = None,
+    repo_id: str | None = None,
+    card_data: ModelCardData | None = None,
+) -> ModelCard:
+    """The model card of ``model``.
+
+    Args:
+        model: the model (its adapters must be registered, see
+            :func:`mmvq.hub.format.describe_model`).
+        metrics: the last evaluation's metrics (mapping or JSON file); per-modality codebook
+            usage and perplexity are read from keys ending in ``usage/<modality>`` (or
+            ``codebook_usage_per_modality/<modality>``) / ``perplexity/<modality>``.
+        sample_image_name: file name of a sample grid already in the repo
+            (see :func:`add_sample_image`).
+        training_data: a description, a dict (its ``datasets`` entry goes into the card
+            metadata) or a list of dataset names.
+        repo_id: the Hub repo id used in the loading snippet (default: a placeholder).
+        card_data: metadata to start from (e.g. the Hub mixin's); tags and library_name are added.
+    """
+    flat = load_metrics(metrics)
+    _check_training_data(training_data)
+    config = describe_model(model)
+    training_text, datasets = _training_section(training_data)
+    data = _card_data(card_data, config.modalities, datasets)
+    repo = repo_id or "path/to/this-model"
+    title = repo_id.split("/")[-1] if repo_id else "mmvq model"
+    cb = model.config.codebook
+    dec = model.config.decoder
+    table = _modality_table(config, model.num_tokens(), flat)
+    evaluation = _evaluation_section(flat)
     samples = (
         f"![Sample grid]({sample_image_name})"
         if sample_image_name
         else "No sample grid (pass `sample_image=...` to `save_pretrained`)."
     )
-    names = ", ".join(modalities)
+    names = ", ".join(config.modalities)
     body = f"""
 # {title}
 
@@ -347,7 +347,7 @@ from its own codes or translated from another modality's codes.
 
 ## Modalities and adapters
 
-{chr(10).join(rows)}
+{table}
 
 Usage is the fraction of the codebook a modality uses; perplexity is the exponential of the entropy
 of its code distribution (both from the last evaluation).

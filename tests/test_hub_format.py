@@ -1,4 +1,4 @@
-"""Saving and loading a MultimodalVQ through a local directory (mmvq/pretrained.py, Hub mixin)."""
+"""Saving and loading a MultimodalVQ through a local directory (mmvq/hub/format.py, Hub mixin)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from tiny_models import (
 )
 from torch import nn
 
-from mmvq.model import MultimodalVQ
-from mmvq.pretrained import (
+from mmvq.hub.format import (
     CONFIG_NAME,
     FORMAT_VERSION,
     WEIGHTS_NAME,
@@ -30,6 +29,7 @@ from mmvq.pretrained import (
     PretrainedNotFoundError,
     load_weights,
 )
+from mmvq.model import MultimodalVQ
 
 
 def _edit_config(directory: Path, edit) -> None:
