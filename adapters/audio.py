@@ -20,11 +20,11 @@ Batch keys:
   (unpadded) audio.
 
 ``T`` (``config.num_frames``) is fixed by ``max_seconds``: ``1 + ceil(num_samples / hop)``
-rounded up to a multiple of the encoder's downsampling factor ``f``. Model side: a taming-style :class:`mmvq.convnet.ConvEncoder2d`
+rounded up to a multiple of the encoder's downsampling factor ``f``. Model side: a taming-style :class:`mmvq.nn.convnet.ConvEncoder2d`
 over the ``n_mels x T`` image (downsampling both axes by ``f``); tokens are the
 ``(n_mels/f) x (T/f)`` grid in row-major order (mel row, then time column) in ``code_dim``;
 a token is real when its time column covers at least one real frame.
-:class:`mmvq.convnet.ConvDecoder2d` maps tokens back to the normalised log-mel.
+:class:`mmvq.nn.convnet.ConvDecoder2d` maps tokens back to the normalised log-mel.
 :meth:`AudioAdapter.postprocess` inverts it to waveforms with Griffin-Lim
 (:class:`torchaudio.transforms.InverseMelScale` + :class:`torchaudio.transforms.GriffinLim`), or
 with a neural vocoder given to :meth:`AudioAdapter.set_vocoder`.
@@ -44,8 +44,8 @@ from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
 from mmvq.utils.configs import from_preset
-from mmvq.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig
-from mmvq.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
+from mmvq.nn.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig
+from mmvq.nn.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
 from mmvq_adapters.audio_utils import load_waveform, resample, save_wav
 
 __all__ = [
@@ -149,7 +149,7 @@ class AudioAdapterConfig(AdapterConfig):
         log_floor: the mel is clamped to at least this before the log (the value of silence).
         log_mel_mean, log_mel_std: fixed normalisation ``(ln(mel) - mean) / std``.
         base_channels, channel_mult, num_res_blocks, attn_at_lowest, dropout, num_groups: the
-            :class:`mmvq.convnet.ConvNetConfig` of encoder and decoder (``in_channels=1``);
+            :class:`mmvq.nn.convnet.ConvNetConfig` of encoder and decoder (``in_channels=1``);
             the downsampling factor is ``f = 2 ** (len(channel_mult) - 1)``.
         spectral_convergence_weight: weight of the spectral convergence term added to the
             log-mel L1 in :meth:`AudioAdapter.reconstruction_loss` (0 disables it).

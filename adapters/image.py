@@ -7,12 +7,12 @@ Registered through the ``mmvq.adapters`` entry point ``image = mmvq_adapters.ima
   arrays and tensors; ``torchvision.transforms.v2`` resizes the shorter side to
   ``resolution`` and crops (center, or random with ``random_crop``); pixels end in ``[-1, 1]``.
   Batch key: ``pixel_values`` ``[B, 3, R, R]``.
-* Model side: a taming-style :class:`~mmvq.convnet.ConvEncoder2d` maps the image to a grid
+* Model side: a taming-style :class:`~mmvq.nn.convnet.ConvEncoder2d` maps the image to a grid
   ``[B, D, R/f, R/f]`` whose cells, row-major, are the ``(R/f)^2`` tokens (all real: the mask
-  is all True); :class:`~mmvq.convnet.ConvDecoder2d` maps hidden states back to pixels.
+  is all True); :class:`~mmvq.nn.convnet.ConvDecoder2d` maps hidden states back to pixels.
 * Loss: L1 or L2 per sample, plus an optional LPIPS-like perceptual term from local VGG16
   weights (:mod:`mmvq_adapters.image_perceptual`; nothing is downloaded).
-* GAN head: a :class:`~mmvq.gan.PatchGANDiscriminator` on pixels.
+* GAN head: a :class:`~mmvq.nn.gan.PatchGANDiscriminator` on pixels.
 * Metrics: PSNR and SSIM (torchmetrics) on ``[0, 1]`` images.
 """
 
@@ -35,8 +35,8 @@ from torchmetrics.functional.image import (
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
 from mmvq.utils.configs import from_preset
-from mmvq.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig, downsample_factor
-from mmvq.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
+from mmvq.nn.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig, downsample_factor
+from mmvq.nn.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
 from mmvq_adapters.image_perceptual import VGGPerceptualLoss, missing_weights_message
 from mmvq_adapters.image_utils import load_image, save_image_grid, to_pil_images
 
@@ -81,13 +81,13 @@ class ImageAdapterConfig(AdapterConfig):
             downsampling factor ``f = 2 ** (len(channel_mult) - 1)``.
         random_crop: random instead of center crop after resizing (training augmentation).
         base_channels, channel_mult, num_res_blocks, attn_at_lowest, dropout, num_groups:
-            the encoder/decoder shape (:class:`mmvq.convnet.ConvNetConfig`).
+            the encoder/decoder shape (:class:`mmvq.nn.convnet.ConvNetConfig`).
         loss: pixel loss, ``"l1"`` or ``"l2"``, averaged per sample.
         perceptual_weight: weight of the LPIPS-like VGG16 term (0 disables it).
         perceptual_weights_path: local VGG16 state dict (``.pth``/``.pt``/``.safetensors``);
             required when ``perceptual_weight > 0``. Nothing is ever downloaded.
         disc_base_channels, disc_num_layers, disc_norm: the PatchGAN discriminator
-            (:class:`mmvq.gan.PatchGANConfig`); ``resolution >= 3 * 2 ** disc_num_layers``.
+            (:class:`mmvq.nn.gan.PatchGANConfig`); ``resolution >= 3 * 2 ** disc_num_layers``.
     """
 
     resolution: int = 32
@@ -145,7 +145,7 @@ class ImageAdapterConfig(AdapterConfig):
         return from_preset(cls, IMAGE_PRESETS, name, overrides)
 
     def convnet_config(self) -> ConvNetConfig:
-        """The encoder/decoder shape as a :class:`~mmvq.convnet.ConvNetConfig`."""
+        """The encoder/decoder shape as a :class:`~mmvq.nn.convnet.ConvNetConfig`."""
         return ConvNetConfig(
             in_channels=3,
             base_channels=self.base_channels,
@@ -157,7 +157,7 @@ class ImageAdapterConfig(AdapterConfig):
         )
 
     def patchgan_config(self) -> PatchGANConfig:
-        """The discriminator shape as a :class:`~mmvq.gan.PatchGANConfig`."""
+        """The discriminator shape as a :class:`~mmvq.nn.gan.PatchGANConfig`."""
         return PatchGANConfig(
             in_channels=3,
             base_channels=self.disc_base_channels,
@@ -322,7 +322,7 @@ class ImageAdapter(ModalityAdapter):
 
     # ------------------------------------------------------------------- GAN head
     def discriminator(self) -> nn.Module:
-        """A fresh :class:`~mmvq.gan.PatchGANDiscriminator` on ``[B, 3, R, R]`` pixels."""
+        """A fresh :class:`~mmvq.nn.gan.PatchGANDiscriminator` on ``[B, 3, R, R]`` pixels."""
         cfg = self.config.patchgan_config()
         if self.config.resolution < cfg.min_input_size:
             raise ValueError(

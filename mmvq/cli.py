@@ -338,7 +338,7 @@ def _preprocess_batch(
 
 def _write_postprocessed(model: Any, recon: dict[str, Any], out_dir: str) -> list[str]:
     """Write each target's ``postprocess`` outputs into ``out_dir``; return the paths."""
-    from mmvq.outputs import sample_rate_of, write_outputs
+    from mmvq.outputs.files import sample_rate_of, write_outputs
 
     paths = []
     for name, value in recon.items():
@@ -617,7 +617,7 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
 @subcommand("encode", help="encode inputs into codes (JSON)", arguments=_encode_arguments)
 def encode_command(args: argparse.Namespace) -> int:
     """``mmvq encode MODEL --text "..." --image x.png`` -> ``{"codes": {modality: [[...]]}}``."""
-    from mmvq.codes_file import codes_to_dict
+    from mmvq.outputs.codes_file import codes_to_dict
 
     values = _named_values(args.modality_inputs, args.input, args.input_json, "--input")
     if not values:
@@ -655,7 +655,7 @@ def _decode_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def decode_command(args: argparse.Namespace) -> int:
     """``mmvq decode MODEL codes.json --to image --out DIR``."""
-    from mmvq.codes_file import read_codes
+    from mmvq.outputs.codes_file import read_codes
 
     codes, num_codes = read_codes(args.codes)
     model = _load_model(args)
@@ -746,8 +746,8 @@ def generate_command(args: argparse.Namespace) -> int:
     """``mmvq generate MODEL --from-text "a small red circle" --num-images 10 --out DIR``."""
     from pathlib import Path
 
-    from mmvq.codes_file import codes_to_dict
-    from mmvq.sampling import SamplingConfig, generate
+    from mmvq.outputs.codes_file import codes_to_dict
+    from mmvq.generation import SamplingConfig, generate
 
     values = _named_values(args.source_inputs, args.from_inputs, args.from_json, "--from")
     if not values:

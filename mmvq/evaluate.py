@@ -39,8 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmvq.outputs.files import sample_rate_of
+from mmvq.outputs.samples import write_samples
 from mmvq.quantize.stats import CodebookStatsAccumulator
-from mmvq.samples import write_samples
 
 __all__ = ["evaluate", "dataset_references", "Scorer"]
 
@@ -253,8 +254,13 @@ def evaluate(
         metrics["eval_nonfinite_examples"] = skipped
         logger.warning("evaluate: left out %d example(s) whose inputs hold NaN/Inf values", skipped)
     if sample_dir is not None and samples:
-        rates = {m: getattr(model.adapters[m].config, "sample_rate", None) for m in samples}
-        write_samples(sample_dir, samples, rates)
+        adapters = {m: model.adapters[m] for m in samples}
+        write_samples(
+            sample_dir,
+            samples,
+            {m: sample_rate_of(a) for m, a in adapters.items()},
+            {m: a.sample_format for m, a in adapters.items()},
+        )
     return metrics
 
 

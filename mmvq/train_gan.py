@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmvq.gan import adaptive_weight, d_loss, generator_loss
+from mmvq.nn.gan import adaptive_weight, d_loss, generator_loss
 
 __all__ = ["DiscriminatorSet", "generator_gan_loss", "gan_inputs"]
 

@@ -19,8 +19,8 @@ from PIL import ImageDraw
 from safetensors.torch import save_file
 
 from mmvq.adapter import AdapterInputError, Tokens
-from mmvq.convnet import downsample_factor
-from mmvq.gan import PatchGANDiscriminator
+from mmvq.nn.convnet import downsample_factor
+from mmvq.nn.gan import PatchGANDiscriminator
 from mmvq.testing import check_adapter
 from mmvq_adapters.image import IMAGE_PRESETS, ImageAdapter, ImageAdapterConfig, save_image_grid
 from mmvq_adapters.image_perceptual import VGGPerceptualLoss, vgg16_trunk

@@ -1,4 +1,4 @@
-"""The codes JSON file of `mmvq encode` / `mmvq decode` (mmvq/codes_file.py)."""
+"""The codes JSON file of `mmvq encode` / `mmvq decode` (mmvq/outputs/codes_file.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmvq.codes_file import CODES_FORMAT, CodesFileError, codes_from_dict, codes_to_dict, read_codes
+from mmvq.outputs.codes_file import (
+    CODES_FORMAT,
+    CodesFileError,
+    codes_from_dict,
+    codes_to_dict,
+    read_codes,
+)
 
 
 def test_round_trip(tmp_path: Path) -> None:

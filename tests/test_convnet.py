@@ -1,4 +1,4 @@
-"""Tests of mmvq.convnet: shapes, factor, attention placement, GroupNorm reduction, errors."""
+"""Tests of mmvq.nn.convnet: shapes, factor, attention placement, GroupNorm reduction, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmvq.convnet import (
+from mmvq.nn.convnet import (
     AttnBlock,
     ConvDecoder2d,
     ConvEncoder2d,

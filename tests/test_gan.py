@@ -1,4 +1,4 @@
-"""Tests of mmvq.gan: PatchGAN shapes/init/errors, GAN losses, adaptive weight, warm-up."""
+"""Tests of mmvq.nn.gan: PatchGAN shapes/init/errors, GAN losses, adaptive weight, warm-up."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmvq.gan import (
+from mmvq.nn.gan import (
     NORMS,
     PatchGANConfig,
     PatchGANDiscriminator,

@@ -1,4 +1,4 @@
-"""Writing samples by output type (mmvq/samples.py)."""
+"""Writing samples by output type (mmvq/outputs/samples.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from mmvq.samples import write_samples
+from mmvq.outputs.samples import write_samples
 
 
 def _png(colour):

@@ -16,7 +16,6 @@ variation of the target per sample.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from mmvq.adapter import AdapterInputError
+from mmvq.utils.checks import check_int, check_number, is_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmvq.model import MultimodalVQ
@@ -48,18 +48,14 @@ class SamplingConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(
-                f"SamplingConfig.temperature must be a finite number >= 0, got {t!r}; use 0 for "
-                "deterministic translation, e.g. 1.0 for variations."
-            )
-        k = self.top_k
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"SamplingConfig.top_k must be None or an int >= 1, got {k!r}")
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
+        check_number(
+            "SamplingConfig.temperature",
+            self.temperature,
+            low=0,
+            fix="; use 0 for deterministic translation, e.g. 1.0 for variations.",
+        )
+        check_int("SamplingConfig.top_k", self.top_k, minimum=1, optional=True)
+        if self.seed is not None and not is_int(self.seed):
             raise ValueError(f"SamplingConfig.seed must be None or an int, got {self.seed!r}")
 
 
@@ -125,8 +121,7 @@ def generate(
         AdapterInputError: unknown modality, a target that is also a source, bad ``num_samples``.
     """
     config = config or SamplingConfig()
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise AdapterInputError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    check_int("num_samples", num_samples, minimum=1, error=AdapterInputError)
     targets = list(targets)
     if not targets:
         raise AdapterInputError(f"give at least one target modality of {list(model.modalities)}")

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmvq.convnet import group_norm
+from mmvq.nn.convnet import group_norm
+from mmvq.utils.checks import check_choice, check_positive_int
 
 __all__ = [
     "GAN_LOSS_KINDS",
@@ -59,11 +60,8 @@ class PatchGANConfig:
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "base_channels", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"PatchGANConfig.{name} must be a positive int, got {value!r}.")
-        if self.norm not in NORMS:
-            raise ValueError(f"PatchGANConfig.norm must be one of {NORMS}, got {self.norm!r}.")
+            check_positive_int(f"PatchGANConfig.{name}", getattr(self, name), fix=".")
+        check_choice("PatchGANConfig.norm", self.norm, NORMS, fix=".")
 
     @property
     def min_input_size(self) -> int:

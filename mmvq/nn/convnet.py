@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvq.utils.checks import check_int, check_positive_int, is_int
+
 __all__ = [
     "AttnBlock",
     "ConvDecoder2d",
@@ -55,22 +57,17 @@ class ConvNetConfig:
         if isinstance(self.channel_mult, list):
             self.channel_mult = tuple(self.channel_mult)
         for name in ("in_channels", "base_channels", "num_groups"):
-            _check_positive_int(name, getattr(self, name))
-        if (
-            not isinstance(self.num_res_blocks, int)
-            or isinstance(self.num_res_blocks, bool)
-            or (self.num_res_blocks < 1)
-        ):
-            raise ValueError(
-                f"ConvNetConfig.num_res_blocks must be an int >= 1, got {self.num_res_blocks!r}; "
-                "use e.g. 1 (small) or 2 (taming)."
-            )
+            check_positive_int(f"ConvNetConfig.{name}", getattr(self, name), fix=".")
+        check_int(
+            "ConvNetConfig.num_res_blocks",
+            self.num_res_blocks,
+            minimum=1,
+            fix="; use e.g. 1 (small) or 2 (taming).",
+        )
         if (
             not isinstance(self.channel_mult, tuple)
             or len(self.channel_mult) == 0
-            or not all(
-                isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in self.channel_mult
-            )
+            or not all(is_int(m) and m > 0 for m in self.channel_mult)
         ):
             raise ValueError(
                 f"ConvNetConfig.channel_mult must be a non-empty tuple of positive ints, got "
@@ -80,11 +77,6 @@ class ConvNetConfig:
             raise ValueError(
                 f"ConvNetConfig.dropout must be a float in [0, 1), got {self.dropout!r}."
             )
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"ConvNetConfig.{name} must be a positive int, got {value!r}.")
 
 
 def downsample_factor(config: ConvNetConfig) -> int:
@@ -186,7 +178,7 @@ class ConvEncoder2d(nn.Module):
 
     def __init__(self, config: ConvNetConfig, out_dim: int) -> None:
         super().__init__()
-        _check_positive_int("out_dim (ConvEncoder2d argument)", out_dim)
+        check_positive_int("ConvNetConfig.out_dim (ConvEncoder2d argument)", out_dim, fix=".")
         self.config = config
         self.out_dim = out_dim
         self.factor = downsample_factor(config)
@@ -230,8 +222,10 @@ class ConvDecoder2d(nn.Module):
 
     def __init__(self, config: ConvNetConfig, in_dim: int, out_channels: int) -> None:
         super().__init__()
-        _check_positive_int("in_dim (ConvDecoder2d argument)", in_dim)
-        _check_positive_int("out_channels (ConvDecoder2d argument)", out_channels)
+        check_positive_int("ConvNetConfig.in_dim (ConvDecoder2d argument)", in_dim, fix=".")
+        check_positive_int(
+            "ConvNetConfig.out_channels (ConvDecoder2d argument)", out_channels, fix="."
+        )
         self.config = config
         self.in_dim = in_dim
         self.factor = downsample_factor(config)

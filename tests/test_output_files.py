@@ -1,4 +1,4 @@
-"""Writing postprocessed outputs to files by type (mmvq/outputs.py)."""
+"""Writing postprocessed outputs to files by type (mmvq/outputs/files.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import soundfile
 import torch
 from PIL import Image
 
-from mmvq.outputs import sample_rate_of, write_output, write_outputs
+from mmvq.outputs.files import sample_rate_of, write_output, write_outputs
 
 
 def test_each_type_gets_its_file(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """Write evaluation samples a person can look at, by the type of the adapters' outputs.
 
-The core knows no modality by name: what it writes depends on what ``adapter.postprocess``
-returns. PIL images become one PNG grid per modality (one row per example, one column per
-variant: original | reconstruction | translations), strings one text file (``original ->
-reconstruction -> from_<source>`` per line), 1-D waveforms WAV files at the adapter config's
-``sample_rate``, anything else its ``repr`` in a text file.
+The core knows no modality by name: what it writes is the format the adapter declares
+(:attr:`~mmvq.adapter.ModalityAdapter.sample_format`) or, when it declares none, the type of what
+``adapter.postprocess`` returns. ``"png"`` (PIL images): one PNG grid per modality (one row per
+example, one column per variant: original | reconstruction | translations); ``"txt"`` (strings):
+one text file (``original -> reconstruction -> from_<source>`` per line); ``"wav"`` (1-D
+waveforms): WAV files at the adapter config's ``sample_rate``; anything else: its ``repr`` in a
+text file.
 """
 
 from __future__ import annotations
@@ -20,24 +22,27 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from mmvq.outputs.files import write_wav
+
 __all__ = ["write_samples"]
 
 
-def _kind(values: Sequence[Any]) -> str:
+def _format_of(values: Sequence[Any]) -> str | None:
+    """The sample format the first value's type calls for (``None``: written as ``repr``)."""
     for v in values:
         if v is None:
             continue
         if isinstance(v, Image.Image):
-            return "image"
+            return "png"
         if isinstance(v, str):
-            return "text"
+            return "txt"
         if (
             isinstance(v, (np.ndarray, Tensor))
             and np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v).ndim == 1
         ):
-            return "waveform"
-        return "other"
-    return "other"
+            return "wav"
+        return None
+    return None
 
 
 def _as_pil(value: Any) -> Image.Image | None:
@@ -115,8 +120,6 @@ def _write_text(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
 def _write_waveforms(
     directory: Path, modality: str, columns: Mapping[str, Sequence[Any]], sample_rate: int | None
 ) -> list[Path]:
-    import soundfile
-
     if not sample_rate:
         raise ValueError(
             f"modality {modality!r} produces waveforms but its adapter config has no sample_rate; "
@@ -129,8 +132,7 @@ def _write_waveforms(
             if wave is None or wave.size == 0:
                 continue
             path = directory / f"{modality}_{r:02d}_{name}.wav"
-            soundfile.write(str(path), np.clip(wave, -1.0, 1.0), int(sample_rate))
-            written.append(path)
+            written.append(write_wav(path, wave, sample_rate))
     return written
 
 
@@ -138,12 +140,14 @@ def write_samples(
     directory: str | os.PathLike,
     samples: Mapping[str, Mapping[str, Sequence[Any]]],
     sample_rates: Mapping[str, int | None] | None = None,
+    formats: Mapping[str, str | None] | None = None,
 ) -> list[Path]:
     """Write ``samples[modality][variant] = [value per example]`` under ``directory``.
 
     Variants are columns in their given order (e.g. ``original``, ``reconstruction``,
     ``from_text``); ``None`` marks a missing value (drawn black / written ``-``). The kind of file
-    follows the reconstruction's type (see the module docstring). Returns the written paths.
+    is ``formats[modality]`` (an adapter's ``sample_format``) or, when that is ``None``, follows
+    the reconstruction's type (see the module docstring). Returns the written paths.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -153,12 +157,14 @@ def write_samples(
         if not columns:
             continue
         generated = [v for k, vals in columns.items() if k != "original" for v in vals]
-        kind = _kind(generated or next(iter(columns.values())))
-        if kind == "image":
+        fmt = (formats or {}).get(modality) or _format_of(
+            generated or next(iter(columns.values()))
+        )
+        if fmt == "png":
             path = directory / f"{modality}.png"
             _write_image_grid(path, columns)
             written.append(path)
-        elif kind == "waveform":
+        elif fmt == "wav":
             written += _write_waveforms(
                 directory, modality, columns, (sample_rates or {}).get(modality)
             )

@@ -24,13 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["sample_rate_of", "write_output", "write_outputs"]
+from mmvq.utils.checks import is_int
+
+__all__ = ["sample_rate_of", "write_output", "write_outputs", "write_wav"]
 
 
 def sample_rate_of(adapter: Any) -> int | None:
     """The ``sample_rate`` an adapter's config declares (waveform outputs), else ``None``."""
     rate = getattr(getattr(adapter, "config", None), "sample_rate", None)
-    return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else None
+    return rate if is_int(rate) and rate > 0 else None
 
 
 def _as_array(value: Any) -> np.ndarray | None:
@@ -41,9 +43,11 @@ def _as_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def _write_wav(path: Path, wave: np.ndarray, rate: int) -> Path:
+def write_wav(path: str | os.PathLike, wave: Any, rate: int) -> Path:
+    """Write a mono waveform as 16-bit PCM WAV at ``rate`` Hz (values clipped to [-1, 1])."""
     import soundfile
 
+    path = Path(path)
     data = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
     soundfile.write(str(path), data, int(rate), subtype="PCM_16")
     return path
@@ -69,18 +73,18 @@ def write_output(value: Any, stem: str | os.PathLike, *, sample_rate: int | None
     if isinstance(value, dict) and "array" in value and isinstance(value.get("sampling_rate"), int):
         wave = _as_array(value["array"])
         wave = np.asarray(value["array"]) if wave is None else wave
-        return _write_wav(stem.with_suffix(".wav"), wave, value["sampling_rate"])
+        return write_wav(stem.with_suffix(".wav"), wave, value["sampling_rate"])
     if (
         isinstance(value, tuple)
         and len(value) == 2
         and _as_array(value[0]) is not None
         and isinstance(value[1], int)
     ):
-        return _write_wav(stem.with_suffix(".wav"), _as_array(value[0]), value[1])
+        return write_wav(stem.with_suffix(".wav"), _as_array(value[0]), value[1])
     array = _as_array(value)
     if array is not None:
         if array.ndim == 1 and np.issubdtype(array.dtype, np.floating) and sample_rate:
-            return _write_wav(stem.with_suffix(".wav"), array, sample_rate)
+            return write_wav(stem.with_suffix(".wav"), array, sample_rate)
         path = stem.with_suffix(".npy")
         np.save(path, array)
         return path

@@ -1,4 +1,4 @@
-"""Code-level temperature sampling and generation (mmvq/sampling.py)."""
+"""Code-level temperature sampling and generation (mmvq/generation.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from tiny_models import (
 )
 
 from mmvq.adapter import AdapterInputError
+from mmvq.generation import SamplingConfig, code_distances, generate, sample_codes
 from mmvq.quantize import CodebookConfig, SharedCodebook
-from mmvq.sampling import SamplingConfig, code_distances, generate, sample_codes
 
 
 @pytest.mark.parametrize(
