@@ -42,7 +42,14 @@ import torch
 import torchaudio.transforms as AT
 from torch import Tensor, nn
 
-from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+from mmvq.adapter import (
+    AdapterConfig,
+    AdapterInputError,
+    BadInput,
+    DataColumn,
+    ModalityAdapter,
+    Tokens,
+)
 from mmvq.utils.configs import from_preset
 from mmvq.nn.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig
 from mmvq.nn.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
@@ -414,6 +421,14 @@ class AudioAdapter(ModalityAdapter):
     """
 
     config_class: ClassVar[type[AdapterConfig]] = AudioAdapterConfig
+    # a dataset column holds file paths or datasets.Audio values, kept undecoded
+    # ({"path", "bytes"}: decoded here with soundfile, no torchcodec needed); a folder of sound
+    # files loads as --dataset_name audiofolder
+    data_column: ClassVar[DataColumn] = DataColumn(
+        file_paths=True, undecoded="Audio", folder_builder="audiofolder"
+    )
+    headline_metrics: ClassVar[tuple[str, ...]] = ("logmel_l1",)
+    sample_format: ClassVar[str | None] = "wav"
     config: AudioAdapterConfig
 
     def __init__(self, config: AudioAdapterConfig | None = None, **overrides: Any) -> None:

@@ -33,7 +33,14 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+from mmvq.adapter import (
+    AdapterConfig,
+    AdapterInputError,
+    BadInput,
+    DataColumn,
+    ModalityAdapter,
+    Tokens,
+)
 from mmvq.utils.configs import from_preset
 from mmvq.nn.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig, downsample_factor
 from mmvq.nn.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
@@ -170,6 +177,10 @@ class ImageAdapter(ModalityAdapter):
     """RGB images through a taming-style conv encoder/decoder; tokens are grid cells."""
 
     config_class: ClassVar[type[AdapterConfig]] = ImageAdapterConfig
+    # a dataset column holds PIL images (datasets.Image) or file paths to resolve
+    data_column: ClassVar[DataColumn] = DataColumn(file_paths=True)
+    headline_metrics: ClassVar[tuple[str, ...]] = ("psnr", "ssim")
+    sample_format: ClassVar[str | None] = "png"
     config: ImageAdapterConfig
 
     def __init__(self, config: ImageAdapterConfig | None = None, **overrides: Any) -> None:

@@ -271,6 +271,10 @@ class TextAdapter(ModalityAdapter):
     """
 
     config_class: ClassVar[type[AdapterConfig]] = TextAdapterConfig
+    headline_metrics: ClassVar[tuple[str, ...]] = ("exact_match", "token_accuracy")
+    # a caption decoded from another modality's codes is right when it is the caption
+    translation_metrics: ClassVar[tuple[str, ...]] = ("exact_match",)
+    sample_format: ClassVar[str | None] = "txt"
     config: TextAdapterConfig
 
     def __init__(

@@ -77,9 +77,7 @@ def _args() -> argparse.Namespace:
 def _data(model: torch.nn.Module, modalities: list[str], batch_size: int):
     from mmvq.data import DataConfig, MultimodalDataset, load_data
 
-    data = DataConfig(
-        builtin_num_train=batch_size, builtin_num_eval=0, builtin_with_audio="audio" in modalities
-    )
+    data = DataConfig(builtin_num_train=batch_size, builtin_num_eval=0)
     train, _ = load_data(data, modalities)
     return MultimodalDataset(train, dict(model.adapters), data.column_map(modalities))
 

@@ -419,7 +419,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "data",
         metavar="DATA",
-        help="a .jsonl/.json/.csv/.parquet file (image/audio columns hold file paths), or a "
+        help="a .jsonl/.json/.csv/.parquet file (columns of file-based modalities hold file "
+        "paths), or a "
         "dataset directory (datasets.save_to_disk, or a folder load_dataset reads)",
     )
     parser.add_argument("--out", help="also write the metrics JSON to this file")
@@ -566,13 +567,10 @@ def eval_command(args: argparse.Namespace) -> int:
             train_file=str(path),
             builtin=None,
             eval_split="",
-            extra_columns=cmap,
-            image_column=None,
-            text_column=None,
-            audio_column=None,
+            columns=cmap,
             max_train_samples=args.limit,
         )
-        dataset, _ = load_data(config, list(cmap))
+        dataset, _ = load_data(config, {m: model.adapters[m] for m in cmap})
     elif args.limit:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
     adapters = {m: model.adapters[m] for m in cmap}

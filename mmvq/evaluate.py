@@ -12,10 +12,12 @@ returns one flat dict (plus a few per-modality dicts):
   codes alone equals the real caption);
 * user scorers, ``translation_scorers={"text->image": fn}``: ``fn(generated, sources)`` gets the
   postprocessed translations (e.g. PIL images decoded from text codes only) and the *raw* source
-  values of the same examples (e.g. the caption strings, read from the dataset) and returns a
-  float or a dict of floats. A dict's keys that already start with ``<s>_to_<t>`` are kept
-  (``text_to_image_score``), others get that prefix plus ``_score_``. Values are averaged over
-  batches, weighted by the number of examples;
+  values of the same examples (e.g. the caption strings) and returns a float or a dict of
+  floats. The raw values travel with each batch (:attr:`mmvq.data.ModelBatch.references`, kept by
+  :class:`~mmvq.data.MultimodalCollator` from :class:`~mmvq.data.MultimodalDataset` examples),
+  so they match the evaluated rows whatever the loader's order. A dict's keys that already start
+  with ``<s>_to_<t>`` are kept (``text_to_image_score``), others get that prefix plus
+  ``_score_``. Values are averaged over batches, weighted by the number of examples;
 * codebook statistics over the whole evaluation set (:class:`~mmvq.quantize.stats.
   CodebookStatsAccumulator`): ``codebook_usage`` (fraction of codes used by any modality),
   ``codebook_usage_per_modality``, ``perplexity`` (per modality), ``overlap`` (Jaccard of the
@@ -42,14 +44,18 @@ from torch import Tensor, nn
 from mmvq.outputs.files import sample_rate_of
 from mmvq.outputs.samples import write_samples
 from mmvq.quantize.stats import CodebookStatsAccumulator
+from mmvq.utils.batches import batch_size, select_rows, to_device
 
-__all__ = ["evaluate", "dataset_references", "Scorer"]
+__all__ = ["Scorer", "evaluate"]
 
 logger = logging.getLogger(__name__)
 _WARNED: set[tuple[str, str]] = set()
 
 Scorer = Callable[[list[Any], list[Any]], "float | Mapping[str, float]"]
 """``scorer(generated, sources) -> float | {name: float}`` (see the module docstring)."""
+
+References = list[Mapping[str, Any]] | None
+"""Per row of a batch, ``{modality: raw value}`` (``None``: the batch carries none)."""
 
 
 class _Means:
@@ -68,30 +74,6 @@ class _Means:
 
     def result(self) -> dict[str, float]:
         return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums) if self.counts[k] > 0}
-
-
-def _rows(batch: Mapping[str, Any], rows: Tensor) -> dict[str, Any]:
-    size = int(rows.shape[0])
-    return {
-        k: v[rows] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v
-        for k, v in batch.items()
-    }
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
-def _batch_size(batch: Mapping[str, Mapping[str, Tensor]]) -> int:
-    for sub in batch.values():
-        for v in sub.values():
-            if isinstance(v, Tensor) and v.dim() > 0:
-                return int(v.shape[0])
-    raise ValueError("evaluation batch holds no tensor")
 
 
 def _finite_rows(batch: Mapping[str, Mapping[str, Any]], size: int) -> Tensor:
@@ -129,35 +111,94 @@ def _parse_scorers(
     return parsed
 
 
-def dataset_references(loader: Any) -> Callable[[int], Mapping[str, Any]] | None:
-    """Raw values of the ``i``-th example a loader yields, when that can be known.
-
-    Works for a loader over a :class:`mmvq.data.MultimodalDataset` (possibly inside a
-    ``torch.utils.data.Subset``) read in order (no shuffling): returns ``i -> {modality: raw
-    value}``. ``None`` otherwise.
-    """
-    from mmvq.data import MultimodalDataset
-
-    dataset = getattr(loader, "dataset", None)
-    sampler = getattr(loader, "sampler", None)
-    if not isinstance(sampler, torch.utils.data.SequentialSampler):
-        return None
-    indices: Sequence[int] | None = None
-    if isinstance(dataset, torch.utils.data.Subset):
-        indices, dataset = dataset.indices, dataset.dataset
-    if not isinstance(dataset, MultimodalDataset):
-        return None
-    rows, cmap = dataset.dataset, dataset.column_map
-
-    def raw(i: int) -> Mapping[str, Any]:
-        row = rows[int(indices[i]) if indices is not None else int(i)]
-        return {m: row.get(c) for m, c in cmap.items()}
-
-    return raw
-
-
 def _postprocess(adapter: nn.Module, recon: Tensor) -> list[Any]:
     return list(adapter.postprocess(recon.float() if recon.is_floating_point() else recon))
+
+
+class _Evaluation:
+    """What :func:`evaluate` accumulates over the batches: metric means, codebook statistics,
+    samples, and the counts of examples seen and left out."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scorers: dict[tuple[str, str], Scorer],
+        max_samples: int | None,
+        num_sample_rows: int,
+    ) -> None:
+        self.model = model
+        self.scorers = scorers
+        self.max_samples = max_samples
+        self.num_sample_rows = num_sample_rows
+        self.means = _Means()
+        self.stats = CodebookStatsAccumulator(
+            model.config.codebook.num_codes, tuple(model.modalities)
+        )
+        self.samples: dict[str, dict[str, list[Any]]] = {}
+        self.seen = 0  # examples read from the loader
+        self.skipped = 0  # examples left out for non-finite inputs
+        self.collected = 0  # examples in the samples
+
+    def done(self) -> bool:
+        return self.max_samples is not None and self.seen >= self.max_samples
+
+    def select(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], References, int]:
+        """The rows of ``batch`` to evaluate (within ``max_samples``, finite), their raw values
+        and how many they are."""
+        size = batch_size(batch)
+        refs = getattr(batch, "references", None)
+        ids = torch.arange(self.seen, self.seen + size)  # loader positions
+        within = ids < self.max_samples if self.max_samples is not None else ids >= 0
+        finite = _finite_rows(batch, size)
+        self.skipped += int((within & ~finite).sum())
+        keep = within & finite
+        self.seen += size
+        if bool(keep.all()):
+            return dict(batch), refs, size
+        rows = {m: select_rows(sub, keep) for m, sub in batch.items()}
+        if refs is not None:
+            refs = [r for r, k in zip(refs, keep.tolist()) if k]
+        return rows, refs, int(keep.sum())
+
+    def add(self, batch: dict[str, Any], refs: References, autocast: Any, sample: bool) -> None:
+        """Evaluate one (device-side) batch of kept rows."""
+        model = self.model
+        with autocast():
+            out = model(batch)
+            _reconstruction_metrics(model, batch, out, self.means)
+            self.stats.update(dict(out.codes), {m: p.bool() for m, p in out.present.items()})
+            translations = _translations(model, batch, out, self.means)
+        _score(model, self.scorers, translations, refs, self.means)
+        if sample and self.collected < self.num_sample_rows:
+            limit = self.num_sample_rows - self.collected
+            self.collected += _collect_samples(model, out, translations, refs, limit, self.samples)
+
+    def metrics(self) -> dict[str, Any]:
+        evaluated = min(self.seen, self.max_samples or self.seen) - self.skipped
+        if evaluated <= 0:
+            raise ValueError(
+                "evaluate: no example to evaluate (the loader yielded none"
+                + (f", or all {self.skipped} hold NaN/Inf inputs" if self.skipped else "")
+                + "); check the eval dataset"
+            )
+        metrics: dict[str, Any] = self.means.result()
+        metrics.update(_codebook_metrics(self.stats.compute(), tuple(self.model.modalities)))
+        metrics["eval_samples"] = evaluated
+        if self.skipped:
+            metrics["eval_nonfinite_examples"] = self.skipped
+            logger.warning(
+                "evaluate: left out %d example(s) whose inputs hold NaN/Inf values", self.skipped
+            )
+        return metrics
+
+    def write_samples(self, directory: str | os.PathLike) -> None:
+        adapters = {m: self.model.adapters[m] for m in self.samples}
+        write_samples(
+            directory,
+            self.samples,
+            {m: sample_rate_of(a) for m, a in adapters.items()},
+            {m: a.sample_format for m, a in adapters.items()},
+        )
 
 
 @torch.no_grad()
@@ -167,7 +208,6 @@ def evaluate(
     accelerator: Any | None = None,
     *,
     translation_scorers: Mapping[str, Scorer] | None = None,
-    references: Callable[[int], Mapping[str, Any]] | None = None,
     max_samples: int | None = None,
     sample_dir: str | os.PathLike | None = None,
     num_sample_rows: int = 8,
@@ -177,11 +217,10 @@ def evaluate(
     Args:
         model: a :class:`mmvq.MultimodalVQ` (unwrapped; it is put in eval mode and restored).
         eval_loader: yields model batches ``{modality: {..., "present"}}`` (e.g. a DataLoader
-            with :class:`mmvq.data.MultimodalCollator`).
+            with :class:`mmvq.data.MultimodalCollator`); their ``references`` (raw values of
+            each row) feed the scorers and the originals of the samples.
         accelerator: optional ``accelerate.Accelerator``: its device and autocast are used.
         translation_scorers: ``{"<source>-><target>": scorer}``; see the module docstring.
-        references: ``i -> {modality: raw value}`` of the ``i``-th example of the loader (needed
-            by scorers and for the originals in samples). Default: :func:`dataset_references`.
         max_samples: stop after this many examples.
         sample_dir: directory for the samples of the first ``num_sample_rows`` examples.
         num_sample_rows: examples in the samples.
@@ -191,76 +230,24 @@ def evaluate(
     """
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"evaluate: max_samples must be None or >= 1, got {max_samples!r}")
-    modalities = tuple(model.modalities)
-    scorers = _parse_scorers(translation_scorers, modalities)
-    if references is None:
-        references = dataset_references(eval_loader)
+    scorers = _parse_scorers(translation_scorers, tuple(model.modalities))
     device = accelerator.device if accelerator is not None else model.device
     autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
+    run = _Evaluation(model, scorers, max_samples, num_sample_rows)
     was_training = model.training
     model.eval()
-    means = _Means()
-    stats = CodebookStatsAccumulator(model.config.codebook.num_codes, modalities)
-    samples: dict[str, dict[str, list[Any]]] = {}
-    seen = 0  # examples read from the loader (the index of the next one)
-    skipped = 0  # examples left out for non-finite inputs
-    collected = 0  # examples in the samples
     try:
         for batch in eval_loader:
-            size = _batch_size(batch)
-            ids = torch.arange(seen, seen + size)  # loader positions, for references
-            within = (
-                ids < max_samples if max_samples is not None else torch.ones(size, dtype=torch.bool)
-            )
-            finite = _finite_rows(batch, size)
-            skipped += int((within & ~finite).sum())
-            keep = within & finite
-            seen += size
-            if not bool(keep.all()):
-                batch, ids = {m: _rows(sub, keep) for m, sub in batch.items()}, ids[keep]
-            if len(ids):
-                batch = _to_device(batch, device)
-                with autocast():
-                    out = model(batch)
-                    _reconstruction_metrics(model, batch, out, means)
-                    stats.update(dict(out.codes), {m: p.bool() for m, p in out.present.items()})
-                    translations = _translations(model, batch, out, means)
-                _score(model, scorers, translations, references, ids, means)
-                if sample_dir is not None and collected < num_sample_rows:
-                    collected += _collect_samples(
-                        model,
-                        out,
-                        translations,
-                        references,
-                        ids,
-                        num_sample_rows - collected,
-                        samples,
-                    )
-            if max_samples is not None and seen >= max_samples:
+            rows, refs, n = run.select(batch)
+            if n:
+                run.add(to_device(rows, device), refs, autocast, sample_dir is not None)
+            if run.done():
                 break
     finally:
         model.train(was_training)
-    evaluated = min(seen, max_samples or seen) - skipped
-    if evaluated <= 0:
-        raise ValueError(
-            "evaluate: no example to evaluate (the loader yielded none"
-            + (f", or all {skipped} hold NaN/Inf inputs" if skipped else "")
-            + "); check the eval dataset"
-        )
-    metrics: dict[str, Any] = means.result()
-    metrics.update(_codebook_metrics(stats.compute(), modalities))
-    metrics["eval_samples"] = evaluated
-    if skipped:
-        metrics["eval_nonfinite_examples"] = skipped
-        logger.warning("evaluate: left out %d example(s) whose inputs hold NaN/Inf values", skipped)
-    if sample_dir is not None and samples:
-        adapters = {m: model.adapters[m] for m in samples}
-        write_samples(
-            sample_dir,
-            samples,
-            {m: sample_rate_of(a) for m, a in adapters.items()},
-            {m: a.sample_format for m, a in adapters.items()},
-        )
+    metrics = run.metrics()
+    if sample_dir is not None and run.samples:
+        run.write_samples(sample_dir)
     return metrics
 
 
@@ -272,7 +259,8 @@ def _reconstruction_metrics(
         if rows is None or not bool(rows.any()):
             continue
         n = float(rows.sum())
-        for name, value in model.adapters[m].metrics(_rows(batch[m], rows), recon[rows]).items():
+        metrics = model.adapters[m].metrics(select_rows(batch[m], rows), recon[rows])
+        for name, value in metrics.items():
             means.add(f"{m}_{name}", value, n)
         if m in out.rec_loss_mean:
             means.add(f"{m}_rec_loss", float(out.rec_loss_mean[m]), n)
@@ -297,38 +285,42 @@ def _translations(
             result[(source, target)] = (rows, generated)
             n = float(rows.sum())
             for name, value in (
-                model.adapters[target].metrics(_rows(batch[target], rows), generated).items()
+                model.adapters[target].metrics(select_rows(batch[target], rows), generated).items()
             ):
                 means.add(f"{source}_to_{target}_{name}", value, n)
     return result
+
+
+def _warn_no_references(source: str, target: str) -> None:
+    if (source, target) in _WARNED:
+        return
+    _WARNED.add((source, target))
+    logger.warning(
+        "translation scorer '%s->%s' skipped: it needs the raw %r values of the evaluation "
+        "examples, which these batches do not carry; evaluate batches that "
+        "mmvq.data.MultimodalCollator built from mmvq.data.MultimodalDataset examples",
+        source,
+        target,
+        source,
+    )
 
 
 def _score(
     model: nn.Module,
     scorers: Mapping[tuple[str, str], Scorer],
     translations: Mapping[tuple[str, str], tuple[Tensor, Tensor]],
-    references: Callable[[int], Mapping[str, Any]] | None,
-    ids: Tensor,
+    refs: References,
     means: _Means,
 ) -> None:
     for (source, target), fn in scorers.items():
         if (source, target) not in translations:
             continue
-        if references is None:
-            if (source, target) not in _WARNED:
-                _WARNED.add((source, target))
-                logger.warning(
-                    "translation scorer '%s->%s' skipped: it needs the raw %r values of the "
-                    "evaluation examples; evaluate a DataLoader over a mmvq.data.MultimodalDataset "
-                    "without shuffling, or pass references=...",
-                    source,
-                    target,
-                    source,
-                )
+        if refs is None:
+            _warn_no_references(source, target)
             continue
         rows, generated = translations[(source, target)]
-        index = ids[rows.cpu()].tolist()
-        sources = [references(i)[source] for i in index]
+        index = rows.nonzero().flatten().tolist()
+        sources = [refs[i][source] for i in index]
         result = fn(_postprocess(model.adapters[target], generated), sources)
         prefix = f"{source}_to_{target}"
         if isinstance(result, Mapping):
@@ -343,27 +335,24 @@ def _collect_samples(
     model: nn.Module,
     out: Any,
     translations: Mapping[tuple[str, str], tuple[Tensor, Tensor]],
-    references: Callable[[int], Mapping[str, Any]] | None,
-    ids: Tensor,
+    refs: References,
     limit: int,
     samples: dict[str, dict[str, list[Any]]],
 ) -> int:
     """Add up to ``limit`` examples of this batch to ``samples``; returns how many."""
-    take = min(limit, len(ids))
+    take = min(limit, len(next(iter(out.present.values()))))
     for target in model.modalities:
         if target not in out.recon:  # the modality is absent from this batch: keep rows aligned
             for column in samples.get(target, {}).values():
                 column.extend([None] * take)
             continue
-        recon = out.recon[target]
         adapter = model.adapters[target]
         columns = samples.setdefault(target, {})
         present = out.present[target][:take].tolist()
         originals = [
-            references(int(ids[i])).get(target) if references and present[i] else None
-            for i in range(take)
+            refs[i].get(target) if refs is not None and present[i] else None for i in range(take)
         ]
-        rec = _postprocess(adapter, recon[:take])
+        rec = _postprocess(adapter, out.recon[target][:take])
         columns.setdefault("original", []).extend(originals)
         columns.setdefault("reconstruction", []).extend(
             r if p else None for r, p in zip(rec, present)

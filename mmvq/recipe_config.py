@@ -5,7 +5,9 @@ A recipe parses four groups of options with ``transformers.HfArgumentParser``:
 
 * :class:`ModelArguments`: modalities, adapter presets and overrides, codebook and fusion decoder;
 * the data options of :class:`mmvq.data.DataConfig` (``--dataset_name``, ``--train_file``,
-  ``--image_column``, ...; ``seed`` and ``max_eval_samples`` come from the training options);
+  ``--columns``, ...; ``seed`` and ``max_eval_samples`` come from the training options), plus
+  one ``--<name>_column`` flag per registered adapter name and one ``--builtin_<option>`` flag
+  per option of the registered built-in datasets (:func:`data_arguments_class`);
 * :class:`mmvq.TrainConfig` (``--output_dir``, ``--max_steps``, ``--balancer``, ``--alignment``...);
 * :class:`HubArguments` (``--push_to_hub``, ``--hub_model_id``).
 
@@ -26,19 +28,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmvq.data import DataConfig
+from mmvq.data.builtin import builtin_dataset_names, get_builtin_dataset
+from mmvq.registry import list_adapters
 from mmvq.train_config import TrainConfig
+from mmvq.utils.configs import parse_mapping
 
 __all__ = [
     "ModelArguments",
     "HubArguments",
-    "DataArguments",
+    "data_arguments_class",
     "RecipeArguments",
     "MODEL_PRESETS",
     "parse_recipe_args",
     "build_model",
     "data_config",
     "default_scorers",
-    "shapes_text_to_image_scorer",
     "run_recipe",
     "recipe_main",
 ]
@@ -63,41 +67,6 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         decoder_mlp_ratio=4.0,
     ),
 }
-
-
-def _parse_json_or_pairs(value: Any, name: str) -> dict[str, Any]:
-    """A dict, a JSON object string, or ``k=v,k=v`` pairs (values parsed as JSON when they can)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, Mapping):
-        return dict(value)
-    if not isinstance(value, str):
-        raise ValueError(
-            f"ModelArguments.{name} must be a dict or a string, got {type(value).__name__}"
-        )
-    text = value.strip()
-    if text.startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except ValueError as err:
-            raise ValueError(
-                f"ModelArguments.{name} is not valid JSON ({err}): {value!r}"
-            ) from None
-        if not isinstance(parsed, dict):
-            raise ValueError(f"ModelArguments.{name} must be a JSON object, got {value!r}")
-        return parsed
-    out: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, raw = part.partition("=")
-        if not sep:
-            raise ValueError(
-                f"ModelArguments.{name}: {part!r} is not key=value; write e.g. 'num_codes=256'"
-            )
-        try:
-            out[key.strip()] = json.loads(raw)
-        except ValueError:
-            out[key.strip()] = raw.strip()
-    return out
 
 
 @dataclass
@@ -150,7 +119,11 @@ class ModelArguments:
                 f"{self.modalities!r}; "
                 "e.g. 'image,text'"
             )
-        self.adapter_overrides = _parse_json_or_pairs(self.adapter_overrides, "adapter_overrides")
+        self.adapter_overrides = parse_mapping(
+            self.adapter_overrides,
+            "ModelArguments.adapter_overrides",
+            example='image={"base_channels": 16}',
+        )
         unknown = sorted(set(self.adapter_overrides) - set(names))
         if unknown:
             raise ValueError(
@@ -163,8 +136,8 @@ class ModelArguments:
                     f"ModelArguments.adapter_overrides[{m!r}] must be a dict of config fields, "
                     f"got {o!r}"
                 )
-        self.codebook_overrides = _parse_json_or_pairs(
-            self.codebook_overrides, "codebook_overrides"
+        self.codebook_overrides = parse_mapping(
+            self.codebook_overrides, "ModelArguments.codebook_overrides", example="num_codes=256"
         )
 
     @property
@@ -201,42 +174,93 @@ class HubArguments:
 
 
 _SHARED_FIELDS = ("seed", "max_eval_samples")
+_COLUMN_SUFFIX = "_column"
+_OPTION_PREFIX = "builtin_"
 
 
-def _data_arguments_class() -> type:
-    """:class:`DataConfig`'s fields minus those the training options own (``seed``,
-    ``max_eval_samples``), so that one parser holds both without clashing flags."""
-    hints = typing.get_type_hints(DataConfig)
+def _copied_fields(cls: type, skip: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+    """``(name, type, field)`` of each init field of dataclass ``cls`` not in ``skip``."""
+    hints = typing.get_type_hints(cls)
     specs = []
-    for f in dataclasses.fields(DataConfig):
-        if f.name in _SHARED_FIELDS or not f.init:
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
             continue
-        kwargs = {"metadata": f.metadata}
+        kwargs: dict[str, Any] = {"metadata": f.metadata}
         if f.default is not dataclasses.MISSING:
             kwargs["default"] = f.default
         elif f.default_factory is not dataclasses.MISSING:
             kwargs["default_factory"] = f.default_factory
         specs.append((f.name, hints[f.name], field(**kwargs)))
+    return specs
+
+
+def _column_fields() -> list[tuple[str, Any, Any]]:
+    """``--<name>_column`` for every registered adapter name (a plugin ``depth`` too)."""
+    return [
+        (
+            f"{name}{_COLUMN_SUFFIX}",
+            str | None,
+            field(
+                default=None,
+                metadata={
+                    "help": f"Column of the {name!r} modality ('' to not use it; same as "
+                    f"--columns {name}=COLUMN)."
+                },
+            ),
+        )
+        for name in list_adapters()
+        if f"{name}{_COLUMN_SUFFIX}".isidentifier()  # others: --columns name=COLUMN
+    ]
+
+
+def _builtin_option_fields(taken: set[str]) -> list[tuple[str, Any, Any]]:
+    """``--builtin_<option>`` for every option of every registered built-in dataset."""
+    specs = []
+    for dataset_name in builtin_dataset_names():
+        options = get_builtin_dataset(dataset_name).options_class
+        hints = typing.get_type_hints(options)
+        for f in dataclasses.fields(options):
+            name = f"{_OPTION_PREFIX}{f.name}"
+            if name in taken:
+                continue
+            taken.add(name)
+            help_text = f.metadata.get("help", f.name)
+            specs.append(
+                (
+                    name,
+                    hints[f.name] | None,
+                    field(default=None, metadata={"help": f"{help_text} ({dataset_name!r})"}),
+                )
+            )
+    return specs
+
+
+def data_arguments_class() -> type:
+    """The recipes' data options: :class:`DataConfig`'s fields minus those the training options
+    own (``seed``, ``max_eval_samples``), plus ``--<name>_column`` per registered adapter name and
+    ``--builtin_<option>`` per option of the registered built-in datasets (read now, so that
+    plugins installed or registered in code get their flags)."""
+    specs = _copied_fields(DataConfig, _SHARED_FIELDS)
+    taken = {name for name, _, _ in specs}
+    specs += [s for s in _column_fields() if s[0] not in taken]
+    specs += _builtin_option_fields(taken | {s[0] for s in specs})
     return dataclasses.make_dataclass("DataArguments", specs)
-
-
-DataArguments = _data_arguments_class()
 
 
 class RecipeArguments(NamedTuple):
     """Everything a recipe parsed."""
 
     model: ModelArguments
-    data: Any  # DataArguments
+    data: Any  # an instance of data_arguments_class()
     train: TrainConfig
     hub: HubArguments
 
 
 def _groups() -> list[type]:
-    return [ModelArguments, DataArguments, TrainConfig, HubArguments]
+    return [ModelArguments, data_arguments_class(), TrainConfig, HubArguments]
 
 
-def _load_file(path: str) -> dict[str, Any]:
+def _load_file(path: str, groups: Sequence[type]) -> dict[str, Any]:
     import yaml
 
     text = Path(path).read_text()
@@ -247,7 +271,7 @@ def _load_file(path: str) -> dict[str, Any]:
         raise ValueError(
             f"{path} must hold a mapping of option names to values, got {type(data).__name__}"
         )
-    known = {f.name for g in _groups() for f in dataclasses.fields(g)}
+    known = {f.name for g in groups for f in dataclasses.fields(g)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(
@@ -268,12 +292,13 @@ def parse_recipe_args(
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(_groups())
+    groups = _groups()
+    parser = HfArgumentParser(groups)
     base = dict(defaults or {})
     if argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
         if not os.path.isfile(argv[0]):
             raise FileNotFoundError(f"config file {argv[0]!r} does not exist")
-        base.update(_load_file(argv[0]))
+        base.update(_load_file(argv[0], groups))
         argv = argv[1:]
     if base:
         parser.set_defaults(**base)
@@ -314,30 +339,39 @@ def build_model(args: ModelArguments) -> Any:
 
 
 def data_config(data: Any, train: TrainConfig) -> DataConfig:
-    """The :class:`DataConfig` of parsed data arguments (seed and eval size from ``train``)."""
+    """The :class:`DataConfig` of parsed data arguments (seed and eval size from ``train``).
+
+    ``--<name>_column`` flags that were given are folded into ``columns`` (over what
+    ``--columns`` says), ``--builtin_<option>`` flags into ``builtin_options``.
+    """
     values = dataclasses.asdict(data)
-    return DataConfig(**values, seed=train.seed, max_eval_samples=train.max_eval_samples)
-
-
-def shapes_text_to_image_scorer(images: list[Any], captions: list[str]) -> dict[str, float]:
-    """Score images generated from captions of the built-in shapes data
-    (:func:`mmvq.synthetic.text_to_image_score` against the captions' attributes)."""
-    from mmvq.synthetic import parse_caption, text_to_image_score
-
-    attrs = [parse_caption(c) for c in captions]
-    keep = [i for i, a in enumerate(attrs) if a is not None]
-    if not keep:
-        return {}
-    return text_to_image_score([images[i] for i in keep], [attrs[i] for i in keep])
+    own = {f.name for f in dataclasses.fields(DataConfig)}
+    flags = {k: values.pop(k) for k in list(values) if k not in own}
+    columns = parse_mapping(values.pop("columns"), "--columns", json_values=False)
+    options = parse_mapping(values.pop("builtin_options"), "--builtin_options")
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name.endswith(_COLUMN_SUFFIX):
+            columns[name[: -len(_COLUMN_SUFFIX)]] = value
+        elif name.startswith(_OPTION_PREFIX):
+            options[name[len(_OPTION_PREFIX) :]] = value
+    return DataConfig(
+        **values,
+        columns=columns,
+        builtin_options=options,
+        seed=train.seed,
+        max_eval_samples=train.max_eval_samples,
+    )
 
 
 def default_scorers(data: DataConfig, modalities: Sequence[str]) -> dict[str, Callable[..., Any]]:
-    """``text->image`` scoring when training on the built-in shapes data, else none."""
-    builtin = data.builtin == "shapes" and not data.dataset_name and not data.train_file
-    cmap = data.column_map(modalities)
-    if builtin and cmap.get("text") == "text" and cmap.get("image") == "image":
-        return {"text->image": shapes_text_to_image_scorer}
-    return {}
+    """The translation scorers the built-in dataset offers when the data is built in, else none
+    (e.g. ``text->image`` scoring on the shapes data read from its own columns)."""
+    if not data.uses_builtin:
+        return {}
+    dataset = get_builtin_dataset(str(data.builtin))
+    return dataset.translation_scorers(data.column_map(modalities))
 
 
 def _is_main_process() -> bool:
@@ -363,10 +397,12 @@ def _save_final(result: Any, hub: HubArguments) -> Path | None:
     metrics_file = Path(result.output_dir) / "metrics.json"
     if "metrics" in params and metrics_file.is_file():
         kwargs["metrics"] = str(metrics_file)
-    grids = sorted(
-        Path(result.output_dir).glob("samples/step-*/image.png"),
-        key=lambda p: int(p.parent.name.split("-")[1]),
+    steps = sorted(
+        Path(result.output_dir).glob("samples/step-*"), key=lambda p: int(p.name.split("-")[1])
     )
+    names = [f"{m}.png" for m in model.modalities]
+    grids = [[step / n for n in names if (step / n).is_file()] for step in steps]
+    grids = [found[0] for found in grids if found]
     if "sample_image" in params and grids:
         kwargs["sample_image"] = str(grids[-1])
     model.save_pretrained(str(final), **kwargs)
@@ -385,7 +421,7 @@ def run_recipe(
     modalities = args.model.modality_list
     data = data_config(args.data, args.train)
     model = build_model(args.model)
-    train_ds, eval_ds = load_data(data, modalities)
+    train_ds, eval_ds = load_data(data, dict(model.adapters))
     scorers = (
         default_scorers(data, modalities)
         if translation_scorers is None
@@ -405,25 +441,24 @@ def run_recipe(
     return result
 
 
+def summary_keys(model: Any) -> list[str]:
+    """The metrics a run's summary shows, as the adapters declare them: each modality's headline
+    metrics, then per translation ``<s>_to_<t>_score`` (a scorer's) and ``t``'s translation
+    metrics, then the codebook and timing figures."""
+    keys = [f"{m}_{name}" for m, a in model.adapters.items() for name in a.headline_metrics]
+    for target, adapter in model.adapters.items():
+        for source in model.modalities:
+            if source != target:
+                keys.append(f"{source}_to_{target}_score")
+                keys += [f"{source}_to_{target}_{name}" for name in adapter.translation_metrics]
+    return keys + ["codebook_usage", "same_code_agreement", "train_seconds", "steps"]
+
+
 def _print_summary(result: Any, final: Path | None) -> None:
     m = result.metrics
     out = Path(result.output_dir)
-    keys = [
-        "image_psnr",
-        "image_ssim",
-        "text_exact_match",
-        "text_token_accuracy",
-        "audio_logmel_l1",
-        "text_to_image_score",
-        "image_to_text_exact_match",
-        "audio_to_text_exact_match",
-        "codebook_usage",
-        "same_code_agreement",
-        "train_seconds",
-        "steps",
-    ]
     print("\n==== mmvq training finished ====")
-    for k in keys:
+    for k in summary_keys(result.model):
         if k in m:
             v = m[k]
             print(f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}")

@@ -187,7 +187,8 @@ def _loader(
         batch_size=bs,
         shuffle=train and cfg.shuffle and not iterable,
         drop_last=train and cfg.dataloader_drop_last,
-        collate_fn=MultimodalCollator(dict(model.adapters)),
+        # raw values ride along only where evaluation needs them (not shipped by training workers)
+        collate_fn=MultimodalCollator(dict(model.adapters), references=not train),
         num_workers=cfg.dataloader_num_workers,
         # The loader's own generator: creating an iterator must not draw from the global RNG,
         # or a resumed run would see different modality dropout than an uninterrupted one.

@@ -8,7 +8,7 @@ import torch
 from mmvq.fusion import FusionDecoderConfig
 from mmvq.model import MultimodalVQ, MultimodalVQConfig
 from mmvq.quantize import CodebookConfig
-from mmvq.synthetic import ShapeAttributes, caption, render_audio, render_image
+from mmvq_adapters.shapes import ShapeAttributes, caption, render_audio, render_image
 
 SHAPES = [
     ShapeAttributes("red", "circle", "small", "top left"),

@@ -1,4 +1,4 @@
-"""Tests of mmvq.data: loading, column mapping, validation, torch datasets and collation.
+"""Tests of the mmvq.data package: loading, column mapping, validation, torch datasets and collation.
 
 The adapters here are small real ones written for these tests (an image-ish one taking PIL /
 paths / ``{"path", "bytes"}``, a byte-level text one with padding, a wav one read with soundfile).
@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
+from mmvq.adapter import AdapterConfig, AdapterInputError, DataColumn, ModalityAdapter, Tokens
 from mmvq.data import (
     DataConfig,
     DataError,
@@ -255,12 +255,14 @@ def hf_dataset(columns: dict[str, list]):
 # --------------------------------------------------------------------------- DataConfig
 def test_column_map_defaults_disable_and_plugins():
     assert DataConfig().column_map(["image", "text"]) == {"image": "image", "text": "text"}
-    assert DataConfig(text_column="caption").column_map(["image", "text"]) == {
+    assert DataConfig(columns={"text": "caption"}).column_map(["image", "text"]) == {
         "image": "image",
         "text": "caption",
     }
-    assert DataConfig(text_column="").column_map(["image", "text"]) == {"image": "image"}
-    assert DataConfig(image_column=None).column_map() == {"text": "text", "audio": "audio"}
+    assert DataConfig(columns="text=").column_map(["image", "text"]) == {"image": "image"}
+    assert DataConfig(columns={"image": None}).column_map(["image", "text"]) == {"text": "text"}
+    # without modalities: the ones the columns option maps (and does not drop)
+    assert DataConfig(columns={"image": "", "depth": "d"}).column_map() == {"depth": "d"}
     # a plugin modality reads the column of its own name unless mapped
     assert DataConfig().column_map(["depth"]) == {"depth": "depth"}
     for extra in (
@@ -268,15 +270,19 @@ def test_column_map_defaults_disable_and_plugins():
         '{"depth": "depth_map", "text": "caption"}',
         {"depth": "depth_map", "text": "caption"},
     ):
-        cfg = DataConfig(extra_columns=extra)
+        cfg = DataConfig(columns=extra)
         assert cfg.column_map(["text", "depth"]) == {"text": "caption", "depth": "depth_map"}
 
 
 def test_data_config_rejects_bad_settings():
-    with pytest.raises(DataError, match="extra_columns must be 'modality=column"):
-        DataConfig(extra_columns="depth")
-    with pytest.raises(DataError, match="extra_columns is not valid JSON"):
-        DataConfig(extra_columns="{depth")
+    with pytest.raises(DataError, match="columns: 'depth' is not key=value; write e.g."):
+        DataConfig(columns="depth")
+    with pytest.raises(DataError, match="columns is not valid JSON"):
+        DataConfig(columns="{depth")
+    with pytest.raises(DataError, match="columns must map modality names to column names"):
+        DataConfig(columns={"depth": 3})
+    with pytest.raises(DataError, match="builtin_options: 'x' is not key=value"):
+        DataConfig(builtin_options="x")
     with pytest.raises(DataError, match="both dataset_name='imagefolder' and train_file"):
         DataConfig(dataset_name="imagefolder", train_file="x.jsonl")
     with pytest.raises(DataError, match=r"train_file='data.txt' has extension '.txt'; use one of"):
@@ -294,25 +300,23 @@ def test_data_config_parses_from_command_line():
 
     (cfg,) = HfArgumentParser(DataConfig).parse_args_into_dataclasses(
         [
-            "--text_column",
-            "caption",
-            "--extra_columns",
-            "depth=d",
-            "--builtin_with_audio",
-            "true",
+            "--columns",
+            "text=caption,depth=d",
+            "--builtin_options",
+            "with_audio=true",
             "--max_train_samples",
             "10",
         ]
     )
     assert cfg.column_map(["text", "depth"]) == {"text": "caption", "depth": "d"}
-    assert cfg.builtin_with_audio is True and cfg.max_train_samples == 10
+    assert cfg.builtin_options == {"with_audio": True} and cfg.max_train_samples == 10
 
 
 # ------------------------------------------------------------------------------ loading
 def test_load_builtin_shapes():
     import datasets
 
-    cfg = DataConfig(builtin_num_train=20, builtin_num_eval=6, builtin_resolution=16)
+    cfg = DataConfig(builtin_num_train=20, builtin_num_eval=6, builtin_options={"resolution": 16})
     train, evaluation = load_data(cfg, ["image", "text"])
     assert isinstance(train, datasets.Dataset) and len(train) == 20 and len(evaluation) == 6
     assert "audio" not in train.column_names
@@ -350,13 +354,13 @@ def test_load_data_errors():
         DataError,
         match=r"No requested modality \['image'\] is mapped to a column: set --image_column",
     ):
-        load_data(DataConfig(image_column=""), ["image"])
+        load_data(DataConfig(columns="image="), ["image"])
     with pytest.raises(DataError, match="does not exist"):
         load_data(DataConfig(train_file="/nonexistent/train.jsonl"), ["image"])
 
 
 def test_imagefolder_with_metadata(image_folder):
-    cfg = DataConfig(dataset_name="imagefolder", data_dir=str(image_folder), text_column="caption")
+    cfg = DataConfig(dataset_name="imagefolder", data_dir=str(image_folder), columns="text=caption")
     train, evaluation = load_data(cfg, ["image", "text"])
     assert evaluation is None and len(train) == 6
     ads = adapters("image", "text")
@@ -383,7 +387,7 @@ def test_imagefolder_with_metadata(image_folder):
 def test_jsonl_with_image_and_audio_paths(jsonl_file, tmp_path):
     import datasets
 
-    cfg = DataConfig(train_file=str(jsonl_file), image_column="img", audio_column="sound")
+    cfg = DataConfig(train_file=str(jsonl_file), columns="image=img,audio=sound")
     modalities = ["image", "text", "audio"]
     train, evaluation = load_data(cfg, modalities)
     assert evaluation is None and len(train) == 5
@@ -410,8 +414,7 @@ def test_jsonl_with_image_and_audio_paths(jsonl_file, tmp_path):
     stream, _ = load_data(
         DataConfig(
             train_file=str(jsonl_file),
-            image_column="img",
-            audio_column="sound",
+            columns="image=img,audio=sound",
             streaming=True,
             shuffle_buffer_size=0,
         ),
@@ -428,7 +431,24 @@ def test_jsonl_with_image_and_audio_paths(jsonl_file, tmp_path):
     with pytest.raises(
         DataError, match=r"row 0, column 'img' names file 'nope.png', which does not exist"
     ):
-        load_data(DataConfig(train_file=str(broken), image_column="img"), ["image", "text"])
+        load_data(DataConfig(train_file=str(broken), columns="image=img"), ["image", "text"])
+
+
+def test_columns_are_read_as_the_given_adapters_declare(jsonl_file):
+    import datasets
+
+    class SoundAdapter(WavAdapter):
+        data_column = DataColumn(file_paths=True, undecoded="Audio")
+
+    class PlainImageAdapter(TinyImageAdapter):
+        pass  # declares nothing: its column is read as it is
+
+    cfg = DataConfig(train_file=str(jsonl_file), columns="snd=sound,pic=img")
+    train, _ = load_data(cfg, {"snd": SoundAdapter, "pic": PlainImageAdapter()})
+    feature = train.features["sound"]
+    assert isinstance(feature, datasets.Audio) and not feature.decode
+    assert os.path.isabs(train[0]["sound"]["path"]) and os.path.isfile(train[0]["sound"]["path"])
+    assert train[0]["img"] == "media/im0.png"  # not declared as file paths: left as written
 
 
 def test_audiofolder_without_torchcodec(tmp_path):
@@ -599,7 +619,7 @@ def test_validate_dataset_catches_each_problem():
         validate_dataset(
             good, {"image": "image", "text": "text"}, ads, batch_size=2, drop_last=False
         )
-    with pytest.raises(DataError, match=r"Set --extra_columns 'depth=<column>'"):
+    with pytest.raises(DataError, match=r"Set --columns 'depth=<column>' to one of them\.$"):
         validate_dataset(
             good, {"depth": "depth"}, {"depth": TinyImageAdapter()}, batch_size=2, drop_last=False
         )
@@ -659,7 +679,7 @@ def test_validate_stream():
 
 # ------------------------------------------------------------- built-in adapters (integration)
 def test_builtin_adapters_on_the_builtin_dataset():
-    from mmvq.synthetic import ShapeAttributes, render_image
+    from mmvq_adapters.shapes import ShapeAttributes, render_image
     from mmvq_adapters.audio import AudioAdapter
     from mmvq_adapters.image import ImageAdapter
     from mmvq_adapters.text import TextAdapter
@@ -669,7 +689,7 @@ def test_builtin_adapters_on_the_builtin_dataset():
         "text": TextAdapter(d_model=32, num_layers=1, num_heads=2),
         "audio": AudioAdapter(base_channels=8, num_groups=4, channel_mult=(1, 2)),
     }
-    cfg = DataConfig(builtin_num_train=8, builtin_num_eval=2, builtin_resolution=16)
+    cfg = DataConfig(builtin_num_train=8, builtin_num_eval=2, builtin_options={"resolution": 16})
     train, _ = load_data(cfg, list(ads))
     cmap = cfg.column_map(list(ads))
     validate_dataset(train, cmap, ads, batch_size=4, drop_last=True)

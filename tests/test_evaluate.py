@@ -13,7 +13,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from train_helpers import tiny_data, tiny_model
 
 from mmvq.data import MultimodalCollator, MultimodalDataset
-from mmvq.evaluate import dataset_references, evaluate
+from mmvq.evaluate import evaluate
 
 
 @pytest.fixture(autouse=True)
@@ -171,19 +171,43 @@ def test_samples_show_originals_reconstructions_and_translations(setup, tmp_path
     assert "from_text" in (tmp_path / "README.txt").read_text()
 
 
-def test_references_follow_subsets_and_need_an_unshuffled_loader(setup):
+def test_references_travel_with_the_batch_through_subsets_and_shuffling(setup):
     model, ds = setup
     dataset = MultimodalDataset(ds, dict(model.adapters), {"image": "image", "text": "text"})
     subset = torch.utils.data.Subset(dataset, [5, 2])
     loader = torch.utils.data.DataLoader(
         subset, batch_size=2, collate_fn=MultimodalCollator(dict(model.adapters))
     )
-    refs = dataset_references(loader)
-    assert refs(0)["text"] == ds["text"][5] and refs(1)["text"] == ds["text"][2]
+    refs = next(iter(loader)).references
+    assert refs[0]["text"] == ds["text"][5] and refs[1]["text"] == ds["text"][2]
+    # a shuffled loader: each row still carries its own raw values, so scorers get the captions
+    # of exactly the rows they score
     shuffled = torch.utils.data.DataLoader(
-        dataset, batch_size=2, shuffle=True, collate_fn=MultimodalCollator(dict(model.adapters))
+        dataset,
+        batch_size=3,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        collate_fn=MultimodalCollator(dict(model.adapters)),
     )
-    assert dataset_references(shuffled) is None
+    captions = []
+    for batch in shuffled:
+        tokenizer = model.adapters["text"].tokenizer
+        texts = [
+            tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["text"]["input_ids"]
+        ]
+        assert texts == [r["text"] for r in batch.references]
+        captions += texts
+    assert sorted(captions) == sorted(ds["text"])
+    seen = []
+    evaluate(
+        model,
+        shuffled,
+        translation_scorers={"text->image": lambda ims, caps: seen.extend(caps) or 1.0},
+    )
+    assert sorted(seen) == sorted(ds["text"])
+    # a collator told not to keep them: batches carry none
+    bare = MultimodalCollator(dict(model.adapters), references=False)
+    assert bare([dataset[0], dataset[1]]).references is None
 
 
 def test_bad_arguments_are_clear_errors(setup):

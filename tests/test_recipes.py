@@ -48,7 +48,8 @@ def test_flags_override_recipe_defaults():
 def test_a_yaml_file_then_flags(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
-        "max_steps: 5\nseed: 3\nbalancer: {name: gradnorm, gradnorm_alpha: 0.5}\nimage_column: img\n"
+        "max_steps: 5\nseed: 3\nbalancer: {name: gradnorm, gradnorm_alpha: 0.5}\n"
+        "image_column: img\n"
         "adapter_overrides: {image: {base_channels: 16, num_groups: 8}}\nmax_eval_samples: 7\n"
     )
     args = parse_recipe_args([str(config), "--max_steps", "9"], defaults={"output_dir": "o"})
@@ -56,11 +57,34 @@ def test_a_yaml_file_then_flags(tmp_path):
     assert args.train.balancer.name == "gradnorm" and args.train.balancer.gradnorm_alpha == 0.5
     assert args.model.adapter_overrides == {"image": {"base_channels": 16, "num_groups": 8}}
     data = data_config(args.data, args.train)
-    assert data.seed == 3 and data.max_eval_samples == 7 and data.image_column == "img"
+    assert data.seed == 3 and data.max_eval_samples == 7 and data.columns == {"image": "img"}
     as_json = tmp_path / "run.json"
     as_json.write_text(json.dumps({"max_steps": 4, "modalities": "image"}))
     args = parse_recipe_args([str(as_json)])
     assert args.train.max_steps == 4 and args.model.modality_list == ["image"]
+
+
+def test_column_and_builtin_flags_come_from_the_registries():
+    from toy_adapters import VecAdapter
+
+    from mmvq.registry import register_adapter, unregister_adapter
+
+    register_adapter("depth", VecAdapter)
+    try:
+        args = parse_recipe_args(
+            ["--depth_column", "depth_map", "--text_column", "", "--builtin_resolution", "16"]
+        )
+        data = data_config(args.data, args.train)
+    finally:
+        unregister_adapter("depth")
+    assert data.column_map(["image", "text", "depth"]) == {"image": "image", "depth": "depth_map"}
+    assert data.builtin_options == {"resolution": 16}
+    # --columns sets any modality; a modality's own flag wins over it
+    args = parse_recipe_args(["--columns", "text=a,image=b", "--text_column", "c"])
+    assert data_config(args.data, args.train).column_map(["image", "text"]) == {
+        "image": "b",
+        "text": "c",
+    }
 
 
 def test_bad_recipe_arguments_are_clear_errors(tmp_path):

@@ -69,8 +69,7 @@ def tiny_data(
         DataConfig(
             builtin_num_train=num_train,
             builtin_num_eval=num_eval,
-            builtin_resolution=16,
-            builtin_with_audio=with_audio,
+            builtin_options={"resolution": 16, "with_audio": with_audio},
         ),
         modalities,
     )

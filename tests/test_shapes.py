@@ -1,4 +1,4 @@
-"""Tests of mmvq.synthetic: the built-in generated "shapes" dataset and its text->image score."""
+"""Tests of mmvq_adapters.shapes: the built-in generated "shapes" dataset and its text->image score."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from mmvq import synthetic as S
-from mmvq.synthetic import (
+import mmvq_adapters.shapes as S
+from mmvq_adapters.shapes import (
     MAX_PSNR_DB,
     PALETTE,
     POSITIONS,
@@ -28,6 +28,7 @@ from mmvq.synthetic import (
     render_image,
     render_mask,
     sample_attributes,
+    shapes_text_to_image_scorer,
     text_to_image_score,
 )
 
@@ -341,3 +342,40 @@ def test_score_rejects_bad_input():
         text_to_image_score([np.zeros((32, 32, 3))], a)
     with pytest.raises(ValueError, match="at least one image"):
         text_to_image_score([], [])
+
+
+def test_shapes_is_the_builtin_dataset_with_its_options_and_scorer():
+    import datasets
+
+    from mmvq_adapters.shapes import ShapesDataset, ShapesOptions
+
+    dataset = ShapesDataset()
+    options = dataset.options({"resolution": 16})
+    assert options == ShapesOptions(resolution=16)
+    dd = dataset.build(
+        num_train=4, num_eval=2, seed=1, modalities=["image", "text"], options=options
+    )
+    assert dd["train"][0]["image"].size == (16, 16) and "audio" not in dd["train"].column_names
+    # audio is made when a modality called "audio" is asked for, unless the option says otherwise
+    dd = dataset.build(num_train=2, num_eval=0, seed=1, modalities=["audio"], options=options)
+    assert isinstance(dd["train"].features["audio"], datasets.Audio)
+    dd = dataset.build(
+        num_train=2,
+        num_eval=0,
+        seed=1,
+        modalities=["audio"],
+        options=ShapesOptions(with_audio=False),
+    )
+    assert "audio" not in dd["train"].column_names
+    assert dataset.translation_scorers({"image": "image", "text": "text"}) == {
+        "text->image": shapes_text_to_image_scorer
+    }
+    assert dataset.translation_scorers({"image": "image", "text": "caption"}) == {}
+
+
+def test_the_text_to_image_scorer_reads_captions():
+    attrs = ShapeAttributes("red", "circle", "small", "top left")
+    images = [render_image(attrs, 32), render_image(attrs, 32)]
+    scores = shapes_text_to_image_scorer(images, [caption(attrs), "not a shapes caption"])
+    assert scores["text_to_image_score"] == 1.0
+    assert shapes_text_to_image_scorer(images[:1], ["nonsense"]) == {}

@@ -1,0 +1,305 @@
+"""From ``datasets`` rows to model batches: torch datasets that run ``adapter.preprocess`` (in
+DataLoader workers) and the collator that builds the batch layout.
+
+A model batch is ``{modality: {**adapter.collate([...]), "present": bool [B]}}``: for each
+modality, the adapter's collated batch plus ``"present"``, which rows really have that modality.
+Rows lacking a modality get a placeholder (a zeroed copy of a present row's tensors) with
+``present=False``; a modality absent from every row of a batch is left out of the batch dict.
+
+Raw values travel with the data: an :class:`Example` keeps the raw values of the row it came from
+(``references``), and the collator keeps them, row by row, in :attr:`ModelBatch.references`, so
+evaluation can hand translation scorers and samples the originals of exactly the rows it
+evaluates, whatever the loader's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmvq.adapter import AdapterInputError, ModalityAdapter
+from mmvq.data.columns import check_adapters, check_columns, column_names, is_iterable
+from mmvq.data.config import DataError
+
+__all__ = [
+    "Example",
+    "ModelBatch",
+    "MultimodalCollator",
+    "MultimodalDataset",
+    "MultimodalIterableDataset",
+    "as_torch_dataset",
+    "preprocess_row",
+]
+
+
+class Example(dict):
+    """One preprocessed example ``{modality: {key: Tensor}}``.
+
+    Attributes:
+        references: ``{modality: raw value}`` of the row it was made from (``None``: unknown).
+    """
+
+    references: dict[str, Any] | None = None
+
+
+class ModelBatch(dict):
+    """A model batch ``{modality: {key: Tensor, "present": bool [B]}}``.
+
+    Attributes:
+        references: per row, ``{modality: raw value}`` of the example it was made from, when
+            every example carried them and the collator keeps them; else ``None``.
+    """
+
+    references: list[dict[str, Any]] | None = None
+
+
+def preprocess_row(
+    row: Mapping[str, Any],
+    adapters: Mapping[str, ModalityAdapter],
+    column_map: Mapping[str, str],
+    where: str,
+) -> Example:
+    """``{modality: adapter.preprocess(row[column])}`` over ``column_map`` (``None`` values
+    skipped), keeping the row's raw values as :attr:`Example.references`; ``where`` names the row
+    in errors."""
+    out = Example()
+    for modality, column in column_map.items():
+        value = row.get(column)
+        if value is None:
+            continue
+        try:
+            tensors = adapters[modality].preprocess(value)
+        except AdapterInputError as err:
+            raise AdapterInputError(
+                f"{where}, column {column!r} (modality {modality!r}, value of type "
+                f"{type(value).__name__}): {err}"
+            ) from err
+        if not isinstance(tensors, dict) or not all(
+            isinstance(v, Tensor) for v in tensors.values()
+        ):
+            raise DataError(
+                f"{type(adapters[modality]).__name__}.preprocess must return dict[str, Tensor], "
+                f"got {type(tensors).__name__} ({where}, column {column!r})."
+            )
+        out[modality] = tensors
+    if not out:
+        raise DataError(
+            f"{where} has no modality: every mapped column {dict(column_map)} is None. Drop such "
+            "rows (e.g. dataset.filter) or map another column."
+        )
+    out.references = {m: row.get(c) for m, c in column_map.items()}
+    return out
+
+
+class MultimodalDataset(torch.utils.data.Dataset):
+    """A map-style ``datasets.Dataset`` as per-modality preprocessed tensors.
+
+    ``dataset[i]`` is ``{modality: adapter.preprocess(row[column])}`` over the column map,
+    skipping ``None`` values. Bad values raise :class:`AdapterInputError` naming the row, the
+    column, the modality and the value's type.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        adapters: Mapping[str, ModalityAdapter],
+        column_map: Mapping[str, str],
+    ) -> None:
+        import datasets
+
+        if isinstance(dataset, datasets.IterableDataset):
+            raise DataError(
+                "MultimodalDataset needs a map-style datasets.Dataset; for streaming use "
+                "MultimodalIterableDataset (or as_torch_dataset, which picks)."
+            )
+        if not isinstance(dataset, datasets.Dataset):
+            raise DataError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")
+        check_adapters(adapters, column_map)
+        check_columns(dataset.column_names, column_map)
+        self.adapters = dict(adapters)
+        self.column_map = dict(column_map)
+        self.dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Example:
+        index = int(index)
+        return preprocess_row(self.dataset[index], self.adapters, self.column_map, f"row {index}")
+
+
+class MultimodalIterableDataset(torch.utils.data.IterableDataset):
+    """A streaming ``datasets.IterableDataset`` as per-modality preprocessed tensors.
+
+    Split across ranks at construction with ``datasets.distributed.split_dataset_by_node``
+    (``rank``/``world_size`` default to ``accelerate.PartialState()``), and across DataLoader
+    workers when iterated (each worker takes its own share; no example is seen twice).
+
+    Because the stream is already split per rank, do not let ``accelerator.prepare`` shard this
+    DataLoader again (it would dispatch or slice batches a second time): move batches to the
+    device yourself. ``split_by_node=False`` leaves rank splitting to the caller.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        adapters: Mapping[str, ModalityAdapter],
+        column_map: Mapping[str, str],
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        split_by_node: bool = True,
+    ) -> None:
+        import datasets
+        from datasets.distributed import split_dataset_by_node
+
+        if not isinstance(dataset, datasets.IterableDataset):
+            raise DataError(
+                f"MultimodalIterableDataset needs a datasets.IterableDataset (load with "
+                f"streaming=True or Dataset.to_iterable_dataset()), got {type(dataset).__name__}."
+            )
+        check_adapters(adapters, column_map)
+        check_columns(column_names(dataset), column_map)
+        if (rank is None) != (world_size is None):
+            raise DataError("pass both rank and world_size, or neither (then accelerate decides).")
+        if rank is None:
+            from accelerate import PartialState
+
+            state = PartialState()
+            rank, world_size = state.process_index, state.num_processes
+        if not (
+            isinstance(world_size, int)
+            and world_size >= 1
+            and isinstance(rank, int)
+            and 0 <= rank < world_size
+        ):
+            raise DataError(
+                f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}."
+            )
+        self.adapters = dict(adapters)
+        self.column_map = dict(column_map)
+        self.rank, self.world_size = rank, world_size
+        self.split_by_node = split_by_node
+        dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
+        if split_by_node and world_size > 1:
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+        self.dataset = dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle the stream for ``epoch`` (shuffle buffer and shard order)."""
+        self.dataset.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Example]:
+        from datasets.distributed import split_dataset_by_node
+
+        dataset = self.dataset
+        info = torch.utils.data.get_worker_info()
+        worker = ""
+        if info is not None and info.num_workers > 1:
+            dataset = split_dataset_by_node(dataset, rank=info.id, world_size=info.num_workers)
+            worker = f", worker {info.id}/{info.num_workers}"
+        # ``iter`` (not ``__iter__``) so datasets does not split by worker a second time.
+        for i, batch in enumerate(dataset.iter(batch_size=1)):
+            row = {k: v[0] for k, v in batch.items()}
+            where = f"example {i} of the stream (rank {self.rank}/{self.world_size}{worker})"
+            yield preprocess_row(row, self.adapters, self.column_map, where)
+
+
+def as_torch_dataset(
+    dataset: Any,
+    adapters: Mapping[str, ModalityAdapter],
+    column_map: Mapping[str, str],
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> MultimodalDataset | MultimodalIterableDataset:
+    """:class:`MultimodalDataset` for a ``Dataset``, :class:`MultimodalIterableDataset` for an
+    ``IterableDataset``."""
+    if is_iterable(dataset):
+        return MultimodalIterableDataset(
+            dataset, adapters, column_map, rank=rank, world_size=world_size
+        )
+    return MultimodalDataset(dataset, adapters, column_map)
+
+
+class MultimodalCollator:
+    """``collate_fn`` building the model batch ``{modality: {**adapter.collate(...), "present"}}``.
+
+    Rows lacking a modality get a zeroed copy of the first present row's tensors and
+    ``present=False``; a modality no row has is omitted. With ``references`` (default) the
+    examples' raw values are kept in :attr:`ModelBatch.references` (what evaluation needs; a
+    training loader passes ``False`` so that workers do not ship raw values). Picklable
+    (DataLoader workers).
+    """
+
+    def __init__(self, adapters: Mapping[str, ModalityAdapter], *, references: bool = True) -> None:
+        check_adapters(adapters, {name: name for name in adapters})
+        self.adapters = dict(adapters)
+        self.references = references
+
+    def __call__(self, examples: Sequence[Mapping[str, Mapping[str, Tensor]]]) -> ModelBatch:
+        self._check(examples)
+        batch = ModelBatch()
+        for modality, adapter in self.adapters.items():
+            present = [modality in example for example in examples]
+            if any(present):
+                batch[modality] = self._collate(modality, adapter, examples, present)
+        refs = [getattr(example, "references", None) for example in examples]
+        if self.references and all(r is not None for r in refs):
+            batch.references = refs
+        return batch
+
+    def _check(self, examples: Any) -> None:
+        if not isinstance(examples, Sequence) or not examples:
+            raise DataError(
+                "MultimodalCollator got an empty batch; a batch needs at least one example."
+            )
+        for i, example in enumerate(examples):
+            if not isinstance(example, Mapping) or not example:
+                raise DataError(
+                    f"batch example {i} must be a non-empty {{modality: tensors}} dict (the output "
+                    f"of MultimodalDataset), got {example!r:.80}."
+                )
+            unknown = [m for m in example if m not in self.adapters]
+            if unknown:
+                raise DataError(
+                    f"batch example {i} has modalities {unknown} without an adapter; adapters are "
+                    f"{sorted(self.adapters)}."
+                )
+
+    @staticmethod
+    def _collate(
+        modality: str,
+        adapter: ModalityAdapter,
+        examples: Sequence[Mapping[str, Mapping[str, Tensor]]],
+        present: list[bool],
+    ) -> dict[str, Tensor]:
+        """One modality's ``adapter.collate`` over the rows (placeholders where absent)."""
+        size = len(examples)
+        template = examples[present.index(True)][modality]
+        placeholder = {k: torch.zeros_like(v) for k, v in template.items()}
+        items = [example[modality] if p else placeholder for example, p in zip(examples, present)]
+        collated = adapter.collate(items)
+        name = type(adapter).__name__
+        if not isinstance(collated, dict) or "present" in collated:
+            raise DataError(
+                f"{name}.collate must return a dict[str, Tensor] without the reserved key "
+                f"'present', got {type(collated).__name__} with keys "
+                f"{sorted(collated) if isinstance(collated, dict) else '-'}."
+            )
+        for key, value in collated.items():
+            if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != size:
+                got = (
+                    f"shape {tuple(value.shape)}"
+                    if isinstance(value, Tensor)
+                    else f"type {type(value).__name__}"
+                )
+                raise DataError(
+                    f"{name}.collate returned {key!r} of {got}; every value must be a tensor "
+                    f"with the batch size {size} first."
+                )
+        collated["present"] = torch.tensor(present, dtype=torch.bool)
+        return collated
