@@ -3,8 +3,8 @@
 Every variant trains on the same collated batch of the built-in shapes data (the default recipe's
 model), in one process with the same torch threads, with AdamW and gradient clipping:
 
-* ``train_step``: one real optimizer step of :func:`mmvq.train`'s loop (``_Loop._micro_step`` +
-  ``_end_of_step``, built by the same setup code as ``train``; the GAN head off unless ``--gan``;
+* ``train_step``: one real optimizer step of :func:`mmvq.train`'s loop (``Loop.micro_step`` +
+  ``Loop.end_of_step``, built by the same setup code as ``train``; the GAN head off unless ``--gan``;
   no evaluation or checkpoints; logging every ``--log_every`` steps as in the recipe): the
   model's forward (adapters, the shared codebook with its EMA update and statistics, masks,
   modality dropout, the fusion decoder, losses), the balancer, the finiteness checks and NaN
@@ -104,8 +104,9 @@ def _loop(
     """The real training loop of ``mmvq.train`` (its own model copy), ready to step on a batch."""
     import dataclasses
 
-    from mmvq.recipe_config import build_model
-    from mmvq.train import _setup
+    from mmvq.training.loop import Loop
+    from mmvq.training.recipe import build_model
+    from mmvq.training.setup import setup_training
 
     torch.manual_seed(0)
     model = build_model(recipe.model)
@@ -123,17 +124,17 @@ def _loop(
         gan_start_step=0,
         log_every=log_every or recipe.train.log_every,
     )
-    loop, _, _ = _setup(model, dataset, cfg)
+    loop = Loop(setup_training(model, dataset, cfg))
     from tqdm.auto import tqdm
 
     loop.progress = tqdm(disable=True)
     acc = loop.accelerator
 
     def step(batch) -> None:
-        with acc.accumulate(loop.model):
-            loop._micro_step(batch)
+        with acc.accumulate(loop.modules.model):
+            loop.micro_step(batch)
         loop.state["step"] += 1
-        loop._end_of_step()
+        loop.end_of_step()
 
     return loop, step
 
@@ -147,9 +148,10 @@ def main() -> None:
 
     from fuse_image_text import DEFAULTS
 
-    from mmvq.balance import build_balancer
     from mmvq.data import MultimodalCollator
-    from mmvq.recipe_config import build_model, parse_recipe_args
+    from mmvq.training.balance import build_balancer
+    from mmvq.training.recipe import build_model
+    from mmvq.training.recipe_args import parse_recipe_args
 
     modalities = [m.strip() for m in args.modalities.split(",")]
     recipe = parse_recipe_args(["--modalities", args.modalities], DEFAULTS)
@@ -165,7 +167,7 @@ def main() -> None:
     )
     with torch.no_grad():
         model(batch)  # k-means initialisation of the codebook happens once, outside the timing
-        loop.net(batch)
+        loop.modules.net(batch)
 
     # ---- model_step: the model and the balancer, without the loop's machinery
     balancer = build_balancer(recipe.train.balancer, model.modalities).to(device)
@@ -242,7 +244,7 @@ def main() -> None:
             recipe, dataset, args.batch_size, device, True, args.log_every, tmp.name + "/g"
         )
         with torch.no_grad():
-            gan_loop.net(batch)
+            gan_loop.modules.net(batch)
         variants["train_step_gan"] = lambda: gan_step(batch)
 
     if args.profile:

@@ -41,8 +41,8 @@ _EXPORTS: dict[str, str] = {
     "MultimodalDataset": "mmvq.data",
     "validate_dataset": "mmvq.data",
     # training
-    "train": "mmvq.train",
-    "TrainConfig": "mmvq.train",
+    "train": "mmvq.training",
+    "TrainConfig": "mmvq.training",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -80,4 +80,4 @@ if TYPE_CHECKING:  # pragma: no cover
         list_adapters,
         register_adapter,
     )
-    from mmvq.train import TrainConfig, train
+    from mmvq.training import TrainConfig, train

@@ -384,7 +384,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from mmvq.recipe_config import recipe_main
+    from mmvq.training.recipe import recipe_main
 
     path = Path(args.config)
     if not path.is_file():
@@ -518,7 +518,7 @@ def eval_command(args: argparse.Namespace) -> int:
     import torch
 
     from mmvq.data import DataConfig, MultimodalCollator, MultimodalDataset, load_data
-    from mmvq.evaluate import evaluate
+    from mmvq.training.evaluate import evaluate
 
     path = Path(args.data)
     if not path.exists():

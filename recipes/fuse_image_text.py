@@ -12,7 +12,7 @@ Your own data: --train_file data.jsonl (--image_column / --text_column name the 
 --dataset_name imagefolder --data_dir DIR. Every option: --help.
 """
 
-from mmvq.recipe_config import recipe_main
+from mmvq.training.recipe import recipe_main
 
 # The defaults of this recipe (any flag or config file overrides them): sized so that the run
 # finishes in about 3-6 minutes on a 2-core CPU and still learns the shapes data.
@@ -37,7 +37,7 @@ DEFAULTS = dict(
     eval_every=200,
     save_every=200,
     max_eval_samples=128,
-    # Cross-modal code matching (mmvq/align.py) stays off: on this recipe it trains but shares few
+    # Cross-modal code matching (mmvq/training/align.py) stays off: on this recipe it trains but shares few
     # codes (eval overlap 0.03 at 600 steps) and costs image PSNR (23.0 -> 19.9 dB) and
     # image->text translation (exact match 0.56 -> 0.0). Turn on with --alignment weight=0.3.
     alignment="weight=0.0",

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mmvq.align import AlignmentConfig, code_distributions, code_matching_loss
+from mmvq.training.align import AlignmentConfig, code_distributions, code_matching_loss
 
 
 def _codebook(k=8, d=4):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmvq.balance import (
+from mmvq.training.balance import (
     BalancerConfig,
     DWABalancer,
     GradNormBalancer,

@@ -1,4 +1,4 @@
-"""Training checkpoints (mmvq/train_checkpoint.py): resume equivalence after a crash, atomic writes,
+"""Training checkpoints (mmvq/training/checkpoint.py): resume equivalence after a crash, atomic writes,
 keep-last-k, and resuming into a model of another shape."""
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ from train_helpers import (  # clean_accelerate: an autouse fixture
     torch_dataset,
 )
 
-from mmvq.train import train
-from mmvq.train_checkpoint import (
+from mmvq.training import train
+from mmvq.training.checkpoint import (
     CheckpointMismatchError,
     check_fingerprint,
-    latest_checkpoint,
-    list_checkpoints,
     model_fingerprint,
     resolve_checkpoint,
     save_checkpoint,
 )
+from mmvq.training.run_dir import RunDirectory
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_resumed_run_reproduces_the_uninterrupted_loss_trajectory(tmp_path, data
     crashing = _CrashAfter(torch_dataset(model, train_ds), limit=5 * 4)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(model, crashing, tiny_config(tmp_path / "resumed", **opts), eval_ds)
-    assert [step for step, _ in list_checkpoints(tmp_path / "resumed")] == [4]
+    assert [step for step, _ in RunDirectory(tmp_path / "resumed").list_checkpoints()] == [4]
     reset_accelerate()
     # ... then resumed from its last checkpoint with a fresh model.
     resumed = train(
@@ -118,12 +117,12 @@ def test_keep_last_checkpoints_and_incomplete_directories_are_ignored(tmp_path, 
             tmp_path, max_steps=4, save_every=1, keep_last_checkpoints=2, num_sample_rows=0
         ),
     )
-    assert [step for step, _ in list_checkpoints(tmp_path)] == [3, 4]
+    assert [step for step, _ in RunDirectory(tmp_path).list_checkpoints()] == [3, 4]
     root = tmp_path / "checkpoints"
     (root / "checkpoint-9.tmp").mkdir()  # an interrupted save
     (root / "checkpoint-7").mkdir()  # no trainer_state.json: not complete
-    assert latest_checkpoint(tmp_path) == root / "checkpoint-4"
-    assert resolve_checkpoint(tmp_path, "latest") == root / "checkpoint-4"
+    assert RunDirectory(tmp_path).latest_checkpoint() == root / "checkpoint-4"
+    assert resolve_checkpoint(RunDirectory(tmp_path), "latest") == root / "checkpoint-4"
     files = {p.name for p in (root / "checkpoint-4").iterdir()}
     assert {
         "model.safetensors",
@@ -147,7 +146,7 @@ def test_a_save_that_fails_midway_leaves_no_complete_looking_checkpoint(tmp_path
     ):  # safetensors refuses, after save_state wrote
         save_checkpoint(
             accelerator,
-            tmp_path,
+            RunDirectory(tmp_path),
             3,
             state={"epoch": 0},
             fingerprint=model_fingerprint(model),
@@ -155,17 +154,18 @@ def test_a_save_that_fails_midway_leaves_no_complete_looking_checkpoint(tmp_path
         )
     assert (tmp_path / "checkpoints" / "checkpoint-3.tmp" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "checkpoint-3").exists()
-    assert latest_checkpoint(tmp_path) is None
+    assert RunDirectory(tmp_path).latest_checkpoint() is None
     final = save_checkpoint(
         accelerator,
-        tmp_path,
+        RunDirectory(tmp_path),
         3,
         state={"epoch": 0},
         fingerprint=model_fingerprint(model),
         keep_last=1,
     )
     assert (
-        final == tmp_path / "checkpoints" / "checkpoint-3" and latest_checkpoint(tmp_path) == final
+        final == tmp_path / "checkpoints" / "checkpoint-3"
+        and RunDirectory(tmp_path).latest_checkpoint() == final
     )
     assert not (tmp_path / "checkpoints" / "checkpoint-3.tmp").exists()
 
@@ -185,19 +185,19 @@ def test_resuming_into_a_model_of_another_shape_fails_before_training(tmp_path, 
             tiny_config(tmp_path, max_steps=4, resume_from_checkpoint="latest"),
         )
     assert (tmp_path / "train_log.jsonl").read_text() == log_before
-    assert [step for step, _ in list_checkpoints(tmp_path)] == [2]
+    assert [step for step, _ in RunDirectory(tmp_path).list_checkpoints()] == [2]
 
 
 def test_bad_resume_paths_are_clear_errors(tmp_path, data):
     with pytest.raises(CheckpointMismatchError, match="is not a directory"):
-        resolve_checkpoint(tmp_path, str(tmp_path / "nowhere"))
+        resolve_checkpoint(RunDirectory(tmp_path), str(tmp_path / "nowhere"))
     (tmp_path / "not_a_checkpoint").mkdir()
     with pytest.raises(CheckpointMismatchError, match="holds no trainer_state.json"):
-        resolve_checkpoint(tmp_path, str(tmp_path / "not_a_checkpoint"))
+        resolve_checkpoint(RunDirectory(tmp_path), str(tmp_path / "not_a_checkpoint"))
     with pytest.raises(CheckpointMismatchError, match="has no fingerprint.json"):
         check_fingerprint(tmp_path / "not_a_checkpoint", model_fingerprint(tiny_model()))
-    assert resolve_checkpoint(tmp_path, None) is None
-    assert resolve_checkpoint(tmp_path, "latest") is None
+    assert resolve_checkpoint(RunDirectory(tmp_path), None) is None
+    assert resolve_checkpoint(RunDirectory(tmp_path), "latest") is None
     train_ds, _ = data
     with pytest.raises(CheckpointMismatchError, match="is not a directory"):
         train(

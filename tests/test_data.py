@@ -679,9 +679,9 @@ def test_validate_stream():
 
 # ------------------------------------------------------------- built-in adapters (integration)
 def test_builtin_adapters_on_the_builtin_dataset():
-    from mmvq_adapters.shapes import ShapeAttributes, render_image
     from mmvq_adapters.audio import AudioAdapter
     from mmvq_adapters.image import ImageAdapter
+    from mmvq_adapters.shapes import ShapeAttributes, render_image
     from mmvq_adapters.text import TextAdapter
 
     ads = {

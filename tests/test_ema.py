@@ -1,4 +1,4 @@
-"""EMA of the weights (mmvq/ema.py)."""
+"""EMA of the weights (mmvq/training/ema.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmvq.ema import ModelEMA
+from mmvq.training.ema import ModelEMA
 
 
 class _Net(nn.Module):

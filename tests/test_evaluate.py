@@ -1,4 +1,4 @@
-"""Evaluation (mmvq/evaluate.py): metrics checked against direct computations on the same model."""
+"""Evaluation (mmvq/training/evaluate.py): metrics checked against direct computations on the same model."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from train_helpers import tiny_data, tiny_model
 
 from mmvq.data import MultimodalCollator, MultimodalDataset
-from mmvq.evaluate import evaluate
+from mmvq.training.evaluate import evaluate
 
 
 @pytest.fixture(autouse=True)

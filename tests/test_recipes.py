@@ -1,4 +1,5 @@
-"""The recipes and what they share (mmvq/recipe_config.py): parsing, model building, and the
+"""The recipes and what they share (mmvq/training/recipe_args.py, mmvq/training/recipe.py): parsing,
+model building, and the
 recipe scripts themselves run in subprocesses."""
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mmvq.recipe_config import (
+from mmvq.training.recipe import build_model, default_scorers
+from mmvq.training.recipe_args import (
     HubArguments,
     ModelArguments,
-    build_model,
     data_config,
-    default_scorers,
     parse_recipe_args,
 )
 

@@ -12,7 +12,7 @@ import torch
 
 from mmvq.data import DataConfig, MultimodalDataset, load_data
 from mmvq.model import MultimodalVQ, MultimodalVQConfig
-from mmvq.train_config import TrainConfig
+from mmvq.training.config import TrainConfig
 
 __all__ = [
     "clean_accelerate",

@@ -1,4 +1,5 @@
-"""Windowed training statistics, reduced across processes, for trackers and the progress bar.
+"""Training logs: windowed statistics reduced across processes (for trackers and the progress
+bar) and the run's JSON-lines log.
 
 Every process adds scalars (floats or 0-d tensors, no host sync) to a :class:`MetricWindow`; at a
 log step every process calls :meth:`MetricWindow.reduce`, which agrees on the union of the names
@@ -9,14 +10,17 @@ values are left out of the means (and counted by the loop as skipped steps).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["MetricWindow"]
+__all__ = ["MetricWindow", "append_record"]
 
 
 class MetricWindow:
@@ -115,3 +119,9 @@ class MetricWindow:
         return {
             n: float(packed[0, i] / packed[1, i]) for i, n in enumerate(names) if packed[1, i] > 0
         }
+
+
+def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Append ``record`` as one JSON line to ``path`` (the run's ``train_log.jsonl``)."""
+    with Path(path).open("a") as f:
+        f.write(json.dumps(record) + "\n")

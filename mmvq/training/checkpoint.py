@@ -1,6 +1,7 @@
 """Training checkpoints: atomic ``accelerator.save_state``, keep-last-k, resume, shape fingerprint.
 
-(The Hub save format of a trained model is :mod:`mmvq.hub.format`.)
+(The Hub save format of a trained model is :mod:`mmvq.hub.format`; where checkpoints live in the
+run's output directory is :class:`~mmvq.training.run_dir.RunDirectory`'s business.)
 
 Layout of ``OUTPUT_DIR/checkpoints/checkpoint-N/`` (N = optimizer step)::
 
@@ -21,36 +22,30 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from mmvq.training.run_dir import RunDirectory
+
 __all__ = [
-    "CHECKPOINTS_DIRNAME",
-    "TRAINER_STATE_NAME",
     "FINGERPRINT_NAME",
+    "TRAINER_STATE_NAME",
     "CheckpointMismatchError",
     "CheckpointState",
-    "checkpoints_dir",
-    "list_checkpoints",
-    "latest_checkpoint",
-    "resolve_checkpoint",
-    "model_fingerprint",
     "check_fingerprint",
-    "save_checkpoint",
     "load_checkpoint",
+    "model_fingerprint",
+    "resolve_checkpoint",
+    "save_checkpoint",
 ]
 
-CHECKPOINTS_DIRNAME = "checkpoints"
-TRAINER_STATE_NAME = "trainer_state.json"
+TRAINER_STATE_NAME = RunDirectory.TRAINER_STATE
 FINGERPRINT_NAME = "fingerprint.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 class CheckpointMismatchError(ValueError):
@@ -71,33 +66,7 @@ class CheckpointState(NamedTuple):
     tensors: dict[str, dict[str, Tensor]]
 
 
-def checkpoints_dir(output_dir: str | os.PathLike) -> Path:
-    """``OUTPUT_DIR/checkpoints``."""
-    return Path(output_dir) / CHECKPOINTS_DIRNAME
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete checkpoints under ``OUTPUT_DIR/checkpoints`` as ``(step, path)``, oldest first."""
-    root = checkpoints_dir(output_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = _NAME.match(child.name)
-        if match and child.is_dir() and (child / TRAINER_STATE_NAME).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint, or ``None``."""
-    found = list_checkpoints(output_dir)
-    return found[-1][1] if found else None
-
-
-def resolve_checkpoint(
-    output_dir: str | os.PathLike, spec: str | os.PathLike | None
-) -> Path | None:
+def resolve_checkpoint(run_dir: RunDirectory, spec: str | os.PathLike | None) -> Path | None:
     """Resolve ``resume_from_checkpoint``: ``None``, ``"latest"`` or a checkpoint directory.
 
     ``"latest"`` with no checkpoint yet returns ``None`` (a fresh start). A path that is not a
@@ -106,12 +75,12 @@ def resolve_checkpoint(
     if spec is None:
         return None
     if str(spec) == "latest":
-        return latest_checkpoint(output_dir)
+        return run_dir.latest_checkpoint()
     path = Path(spec)
     if not path.is_dir():
         raise CheckpointMismatchError(
             f"resume_from_checkpoint={str(spec)!r} is not a directory; pass 'latest' or a "
-            f"checkpoint directory such as {checkpoints_dir(output_dir) / 'checkpoint-500'}"
+            f"checkpoint directory such as {run_dir.checkpoint(500)}"
         )
     if not (path / TRAINER_STATE_NAME).is_file():
         raise CheckpointMismatchError(
@@ -205,7 +174,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def save_checkpoint(
     accelerator: Any,
-    output_dir: str | os.PathLike,
+    run_dir: RunDirectory,
     step: int,
     *,
     state: Mapping[str, Any],
@@ -218,7 +187,7 @@ def save_checkpoint(
     Args:
         accelerator: the run's ``accelerate.Accelerator`` (its prepared models, optimizers and
             data loaders are saved by ``save_state``).
-        output_dir: the run's output directory.
+        run_dir: the run's output directory.
         step: the optimizer step (the directory's number).
         state: JSON-serialisable trainer state (written to ``trainer_state.json``).
         fingerprint: :func:`model_fingerprint` of the model.
@@ -228,11 +197,9 @@ def save_checkpoint(
     Returns:
         the final checkpoint directory.
     """
-    root = checkpoints_dir(output_dir)
-    final = root / f"checkpoint-{step}"
-    tmp = root / f"checkpoint-{step}.tmp"
+    final, tmp = run_dir.checkpoint(step), run_dir.checkpoint_tmp(step)
     if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
+        run_dir.checkpoints.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -254,7 +221,7 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         if keep_last > 0:
-            for _, old in list_checkpoints(output_dir)[:-keep_last]:
+            for _, old in run_dir.list_checkpoints()[:-keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
@@ -274,7 +241,3 @@ def load_checkpoint(accelerator: Any, path: str | os.PathLike) -> CheckpointStat
             continue  # accelerate's model weights, already loaded
         tensors[file.stem] = load_file(str(file), device="cpu")
     return CheckpointState(path, state, tensors)
-
-
-def _to(tensors: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(device) for k, v in tensors.items()}

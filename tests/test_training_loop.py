@@ -21,8 +21,8 @@ from train_helpers import (  # clean_accelerate: an autouse fixture
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
 from mmvq.data import DataError
+from mmvq.training import TrainingError, train
 from mmvq_adapters.shapes import shapes_text_to_image_scorer
-from mmvq.train import TrainingError, train
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
-"""TrainConfig (mmvq/train_config.py): nested-config forms, CLI parsing and validation."""
+"""TrainConfig (mmvq/training/config.py): nested-config forms, CLI parsing and validation."""
 
 from __future__ import annotations
 
 import pytest
 from transformers import HfArgumentParser
 
-from mmvq.align import AlignmentConfig
-from mmvq.balance import BalancerConfig
-from mmvq.train_config import TrainConfig
+from mmvq.training.align import AlignmentConfig
+from mmvq.training.balance import BalancerConfig
+from mmvq.training.config import TrainConfig
 
 
 def test_nested_configs_accept_names_pairs_json_and_dicts():

@@ -1,18 +1,14 @@
-"""What the recipes (``recipes/*.py``) and ``mmvq train CONFIG.yaml`` share: argument dataclasses,
-parsing, and :func:`run_recipe` (build the model, load the data, train, save).
-
-A recipe parses four groups of options with ``transformers.HfArgumentParser``:
+"""The recipes' options: four groups of dataclasses parsed by ``transformers.HfArgumentParser``
+from flags, from one ``.yaml``/``.json`` file, or from a file followed by flags that override it
+(``recipe.py config.yaml --max_steps 100``):
 
 * :class:`ModelArguments`: modalities, adapter presets and overrides, codebook and fusion decoder;
-* the data options of :class:`mmvq.data.DataConfig` (``--dataset_name``, ``--train_file``,
-  ``--columns``, ...; ``seed`` and ``max_eval_samples`` come from the training options), plus
-  one ``--<name>_column`` flag per registered adapter name and one ``--builtin_<option>`` flag
-  per option of the registered built-in datasets (:func:`data_arguments_class`);
+* the data options (:func:`data_arguments_class`): :class:`mmvq.data.DataConfig`'s fields
+  (``--dataset_name``, ``--train_file``, ``--columns``...; ``seed`` and ``max_eval_samples``
+  come from the training options), plus one ``--<name>_column`` flag per registered adapter name
+  and one ``--builtin_<option>`` flag per option of the registered built-in datasets;
 * :class:`mmvq.TrainConfig` (``--output_dir``, ``--max_steps``, ``--balancer``, ``--alignment``...);
 * :class:`HubArguments` (``--push_to_hub``, ``--hub_model_id``).
-
-Options come from CLI flags, from one ``.yaml``/``.json`` file, or from a file followed by flags
-that override it (``recipe.py config.yaml --max_steps 100``).
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import json
 import os
 import sys
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,21 +26,17 @@ from typing import Any, NamedTuple
 from mmvq.data import DataConfig
 from mmvq.data.builtin import builtin_dataset_names, get_builtin_dataset
 from mmvq.registry import list_adapters
-from mmvq.train_config import TrainConfig
+from mmvq.training.config import TrainConfig
 from mmvq.utils.configs import parse_mapping
 
 __all__ = [
-    "ModelArguments",
-    "HubArguments",
-    "data_arguments_class",
-    "RecipeArguments",
     "MODEL_PRESETS",
-    "parse_recipe_args",
-    "build_model",
+    "HubArguments",
+    "ModelArguments",
+    "RecipeArguments",
+    "data_arguments_class",
     "data_config",
-    "default_scorers",
-    "run_recipe",
-    "recipe_main",
+    "parse_recipe_args",
 ]
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -306,38 +298,6 @@ def parse_recipe_args(
     return RecipeArguments(model, data, train, hub)
 
 
-def build_model(args: ModelArguments) -> Any:
-    """The :class:`mmvq.MultimodalVQ` the arguments describe (adapters from the registry)."""
-    from mmvq.model import MultimodalVQ, MultimodalVQConfig
-    from mmvq.registry import get_adapter
-
-    values = args.resolved()
-    code_dim = int(values["code_dim"])
-    adapters = {}
-    for m in args.modality_list:
-        config_class = get_adapter(m).config_class
-        overrides = {**args.adapter_overrides.get(m, {}), "code_dim": code_dim}
-        if hasattr(config_class, "preset"):
-            adapters[m] = (m, config_class.preset(args.preset, **overrides))
-        else:
-            adapters[m] = (m, config_class(**overrides))
-    config = MultimodalVQConfig(
-        codebook={
-            "num_codes": values["num_codes"],
-            "code_dim": code_dim,
-            **args.codebook_overrides,
-        },
-        decoder={
-            "dim": values["decoder_dim"],
-            "depth": values["decoder_depth"],
-            "heads": values["decoder_heads"],
-            "mlp_ratio": values["decoder_mlp_ratio"],
-        },
-        modality_dropout=args.modality_dropout,
-    )
-    return MultimodalVQ.build(adapters, config)
-
-
 def data_config(data: Any, train: TrainConfig) -> DataConfig:
     """The :class:`DataConfig` of parsed data arguments (seed and eval size from ``train``).
 
@@ -363,123 +323,3 @@ def data_config(data: Any, train: TrainConfig) -> DataConfig:
         seed=train.seed,
         max_eval_samples=train.max_eval_samples,
     )
-
-
-def default_scorers(data: DataConfig, modalities: Sequence[str]) -> dict[str, Callable[..., Any]]:
-    """The translation scorers the built-in dataset offers when the data is built in, else none
-    (e.g. ``text->image`` scoring on the shapes data read from its own columns)."""
-    if not data.uses_builtin:
-        return {}
-    dataset = get_builtin_dataset(str(data.builtin))
-    return dataset.translation_scorers(data.column_map(modalities))
-
-
-def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def _save_final(result: Any, hub: HubArguments) -> Path | None:
-    """``OUTPUT_DIR/final`` via the Hub mixin (when the model has it), and the optional push."""
-    model = result.model
-    final = Path(result.output_dir) / "final"
-    if not hasattr(model, "save_pretrained"):
-        print(
-            "note: this mmvq has no Hub support (MultimodalVQ.save_pretrained); final weights "
-            "are in the last checkpoint"
-        )
-        return None
-    import inspect
-
-    params = inspect.signature(model.save_pretrained).parameters
-    kwargs: dict[str, Any] = {}
-    metrics_file = Path(result.output_dir) / "metrics.json"
-    if "metrics" in params and metrics_file.is_file():
-        kwargs["metrics"] = str(metrics_file)
-    steps = sorted(
-        Path(result.output_dir).glob("samples/step-*"), key=lambda p: int(p.name.split("-")[1])
-    )
-    names = [f"{m}.png" for m in model.modalities]
-    grids = [[step / n for n in names if (step / n).is_file()] for step in steps]
-    grids = [found[0] for found in grids if found]
-    if "sample_image" in params and grids:
-        kwargs["sample_image"] = str(grids[-1])
-    model.save_pretrained(str(final), **kwargs)
-    if hub.push_to_hub:
-        model.push_to_hub(hub.hub_model_id, private=hub.hub_private, token=hub.hub_token)
-    return final
-
-
-def run_recipe(
-    args: RecipeArguments, translation_scorers: Mapping[str, Callable[..., Any]] | None = None
-) -> Any:
-    """Build the model, load the data, train, save ``OUTPUT_DIR/final``; returns the TrainResult."""
-    from mmvq.data import load_data
-    from mmvq.train import train
-
-    modalities = args.model.modality_list
-    data = data_config(args.data, args.train)
-    model = build_model(args.model)
-    train_ds, eval_ds = load_data(data, dict(model.adapters))
-    scorers = (
-        default_scorers(data, modalities)
-        if translation_scorers is None
-        else dict(translation_scorers)
-    )
-    result = train(
-        model,
-        train_ds,
-        args.train,
-        eval_ds,
-        translation_scorers=scorers,
-        column_map=data.column_map(modalities),
-    )
-    if _is_main_process():
-        final = _save_final(result, args.hub)
-        _print_summary(result, final)
-    return result
-
-
-def summary_keys(model: Any) -> list[str]:
-    """The metrics a run's summary shows, as the adapters declare them: each modality's headline
-    metrics, then per translation ``<s>_to_<t>_score`` (a scorer's) and ``t``'s translation
-    metrics, then the codebook and timing figures."""
-    keys = [f"{m}_{name}" for m, a in model.adapters.items() for name in a.headline_metrics]
-    for target, adapter in model.adapters.items():
-        for source in model.modalities:
-            if source != target:
-                keys.append(f"{source}_to_{target}_score")
-                keys += [f"{source}_to_{target}_{name}" for name in adapter.translation_metrics]
-    return keys + ["codebook_usage", "same_code_agreement", "train_seconds", "steps"]
-
-
-def _print_summary(result: Any, final: Path | None) -> None:
-    m = result.metrics
-    out = Path(result.output_dir)
-    print("\n==== mmvq training finished ====")
-    for k in summary_keys(result.model):
-        if k in m:
-            v = m[k]
-            print(f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}")
-    if "perplexity" in m:
-        print(
-            f"  {'perplexity':28s} " + ", ".join(f"{k}={v:.1f}" for k, v in m["perplexity"].items())
-        )
-    print(f"Outputs in {out.resolve()}:")
-    print(f"  metrics      {out / 'metrics.json'}")
-    print(f"  samples      {out / 'samples'} (one folder per evaluation: grids, captions, audio)")
-    print(f"  checkpoints  {out / 'checkpoints'} (resume with --resume_from_checkpoint latest)")
-    print(
-        f"  logs         {out / 'train_log.jsonl'} and {out / 'logs'} (tensorboard --logdir "
-        f"{out / 'logs'})"
-    )
-    if final is not None:
-        print(f"  final model  {final} (MultimodalVQ.from_pretrained('{final}'))")
-
-
-def recipe_main(
-    argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None
-) -> Any:
-    """Parse ``argv`` (see :func:`parse_recipe_args`) and :func:`run_recipe`; the CLI's entry."""
-    return run_recipe(parse_recipe_args(argv, defaults))

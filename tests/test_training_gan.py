@@ -1,4 +1,4 @@
-"""The training GAN head (mmvq/train_gan.py) on the real image adapter's discriminator."""
+"""The training GAN head (mmvq/training/gan.py) on the real image adapter's discriminator."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from train_helpers import tiny_model
 
-from mmvq.train_gan import DiscriminatorSet, gan_inputs, generator_gan_loss
+from mmvq.training.gan import DiscriminatorSet, gan_inputs, generator_gan_loss
 
 
 def _batch(n=3):

@@ -1,10 +1,10 @@
-"""Windowed training statistics (mmvq/train_logging.py)."""
+"""Windowed training statistics (mmvq/training/logs.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from mmvq.train_logging import MetricWindow
+from mmvq.training.logs import MetricWindow
 
 
 def test_means_skip_nonfinite_values_and_the_window_resets():

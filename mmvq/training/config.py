@@ -1,8 +1,8 @@
 """`TrainConfig`: every option of :func:`mmvq.train`, validated at construction.
 
 The config is a flat dataclass that ``transformers.HfArgumentParser`` turns into CLI flags (and
-reads from YAML/JSON), except for two nested groups, :class:`~mmvq.balance.BalancerConfig` and
-:class:`~mmvq.align.AlignmentConfig`. On the command line each nested group is one flag that takes
+reads from YAML/JSON), except for two nested groups, :class:`~mmvq.training.balance.BalancerConfig` and
+:class:`~mmvq.training.align.AlignmentConfig`. On the command line each nested group is one flag that takes
 a short form, ``key=value`` pairs or a JSON object::
 
     --balancer gradnorm
@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmvq.align import AlignmentConfig
-from mmvq.balance import BALANCERS, BalancerConfig
+from mmvq.training.align import AlignmentConfig
+from mmvq.training.balance import BALANCERS, BalancerConfig
 from mmvq.utils.configs import check_known_fields, parse_mapping
 
 __all__ = [
@@ -305,6 +305,11 @@ class TrainConfig:
                 "'all', "
                 f"or a comma-separated list), got {self.report_to!r}"
             )
+
+    @property
+    def eval_batch_size(self) -> int:
+        """The evaluation batch size: ``per_device_eval_batch_size``, else the training one."""
+        return self.per_device_eval_batch_size or self.per_device_batch_size
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every option (nested configs as dicts)."""

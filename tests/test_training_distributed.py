@@ -116,7 +116,7 @@ def _worker(out_dir: str, balancer: str) -> None:
     from train_helpers import tiny_config, tiny_data, tiny_model
 
     from mmvq.data import MultimodalDataset
-    from mmvq.train import train
+    from mmvq.training import train
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)

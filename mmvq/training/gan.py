@@ -80,14 +80,6 @@ class DiscriminatorSet(nn.Module):
         return total, log
 
 
-def _select(batch: Mapping[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
-    size = int(rows.shape[0])
-    return {
-        k: v[rows] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == size else v
-        for k, v in batch.items()
-    }
-
-
 def gan_inputs(
     model: nn.Module, discs: DiscriminatorSet, batch: Mapping[str, Any], out: Any
 ) -> dict[str, tuple[Tensor, Tensor]]:

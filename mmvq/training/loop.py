@@ -1,0 +1,563 @@
+"""The training loop: :func:`train`, driven by Hugging Face Accelerate.
+
+One optimizer step, per process::
+
+    for each of gradient_accumulation_steps micro-batches (accelerator.accumulate(model, discs)):
+        snapshot the model's buffers (the codebook's EMA state) and the balancer's state
+        out = model(batch)                            # codebook EMA update happens here
+        loss = balancer.combine(rec losses) + sum(commitment) + alignment + GAN generator loss
+        all ranks agree whether the loss is finite (all-reduce); if not: restore the snapshot,
+            drop the window's gradients, count it in nonfinite_steps, skip the step
+        backward; clip; AdamW step (generator and balancer parameters)
+        from gan_start_step: discriminator step on (real, fake.detach()) with its own AdamW
+    EMA of weights; LR schedule (warm-up + cosine); log / evaluate / checkpoint
+
+The model (generator) and the discriminators are separate modules with separate optimizers,
+each prepared separately (never one DDP module). DDP uses ``find_unused_parameters=True``
+because a batch that lacks a modality leaves its adapter unused. Every rank runs the same
+control flow: anything that decides it (the finiteness of the loss, log/eval/save steps) is
+either all-reduced or a function of the step counter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from mmvq.training.align import alignment_loss
+from mmvq.training.balance import BalanceResult
+from mmvq.training.checkpoint import save_checkpoint
+from mmvq.training.config import TrainConfig
+from mmvq.training.evaluate import Scorer, evaluate
+from mmvq.training.gan import gan_inputs, generator_gan_loss
+from mmvq.training.logs import MetricWindow, append_record
+from mmvq.training.setup import TrainingRun, setup_training
+from mmvq.utils.batches import to_device
+from mmvq.utils.metrics import flatten_metrics
+
+__all__ = ["GeneratorLoss", "Loop", "TrainResult", "TrainingError", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite for too many steps)."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        model: the trained model (unwrapped; the live weights, not the EMA).
+        metrics: the final evaluation plus ``train_seconds`` (data loading and steps, summed
+            over resumed sessions), ``wall_seconds`` (this call, evaluation included), ``steps``
+            and ``nonfinite_steps``: what ``OUTPUT_DIR/metrics.json`` holds. Evaluation runs on
+            the main process; the other processes get the counters only.
+        history: one record per optimizer step taken by this process in this call: ``step``,
+            ``loss`` (the generator loss, NaN for a skipped step), ``skipped``.
+        output_dir: where checkpoints, samples, logs and metrics.json are.
+        ema_model: the EMA copy of the model when ``ema_decay > 0``.
+        balancer: the modality balancer (its learned weights, if any).
+    """
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    output_dir: Path = Path(".")
+    ema_model: nn.Module | None = None
+    balancer: nn.Module | None = None
+
+
+class GeneratorLoss(NamedTuple):
+    """The generator's loss of one micro-step and what it was made of.
+
+    Attributes:
+        out: the model's output.
+        loss: balanced reconstruction + commitment + alignment + GAN generator loss.
+        balance: the balancer's combination (weights, logs).
+        align_log: the alignment loss's statistics (empty when alignment is off).
+        gan_log: the GAN generator losses and adaptive weights (empty before ``gan_start_step``).
+        gan_inputs: ``{modality: (real, fake)}`` for the discriminator step.
+    """
+
+    out: Any
+    loss: Tensor
+    balance: BalanceResult
+    align_log: dict[str, Any]
+    gan_log: dict[str, Tensor]
+    gan_inputs: dict[str, tuple[Tensor, Tensor]]
+
+
+# --------------------------------------------------------------------------- helpers
+class _Snapshot:
+    """Buffers of the model and the balancer's state, to undo a step whose loss is not finite."""
+
+    def __init__(self, model: nn.Module, balancer: nn.Module) -> None:
+        self.model = model
+        self.balancer = balancer
+        self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        self.balancer_state = {k: v.detach().clone() for k, v in balancer.state_dict().items()}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, buf in self.model.named_buffers():
+            buf.copy_(self.buffers[name])
+        self.balancer.load_state_dict(self.balancer_state)
+
+
+def _float_tensors(batch: Any) -> list[Tensor]:
+    """Every floating-point tensor of a (nested) batch."""
+    if isinstance(batch, Tensor):
+        return [batch] if batch.is_floating_point() else []
+    if isinstance(batch, Mapping):
+        return [t for v in batch.values() for t in _float_tensors(v)]
+    return []
+
+
+def _all_finite(accelerator: Any, *values: Tensor | None) -> bool:
+    """Whether every value is finite on every process (one all-reduce when distributed)."""
+    flag = torch.ones((), device=accelerator.device)
+    for v in values:
+        if v is not None:
+            flag = flag * torch.isfinite(v.detach()).all().float().to(flag.device)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="sum") / accelerator.num_processes
+    return bool(flag >= 1.0)
+
+
+def _reduce_param_grads(accelerator: Any, params: list[nn.Parameter]) -> None:
+    """Average the gradients of parameters outside DDP (the balancer's) over processes."""
+    if accelerator.num_processes <= 1 or not params:
+        return
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    )
+    flat = accelerator.reduce(flat, reduction="mean")
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+class _History:
+    """One record per optimizer step: ``step``, ``loss`` (NaN when skipped), ``skipped``.
+
+    The last micro-step's loss is kept on the device (no host sync per step): records hold it
+    until :meth:`flush` (at log steps and at the end) turns them into floats in one sync.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.step_loss: Tensor | float = float("nan")
+        self.step_skipped = True
+        self._unflushed: list[dict[str, Any]] = []
+
+    def micro_step(self, loss: Tensor | None) -> None:
+        """Record this micro-step's loss (``None``: skipped)."""
+        self.step_loss = float("nan") if loss is None else loss.detach()
+        self.step_skipped = loss is None
+
+    def end_step(self, step: int) -> None:
+        loss = float("nan") if self.step_skipped else self.step_loss
+        record = {"step": step, "loss": loss, "skipped": self.step_skipped}
+        self.records.append(record)
+        if isinstance(loss, Tensor):
+            self._unflushed.append(record)
+
+    def flush(self) -> None:
+        if not self._unflushed:
+            return
+        values = torch.stack([r["loss"].float().reshape(()) for r in self._unflushed]).tolist()
+        for record, value in zip(self._unflushed, values):
+            record["loss"] = value
+        self._unflushed.clear()
+
+
+# ------------------------------------------------------------------------------ loop
+class Loop:
+    """The steps of one training run (see :func:`train`), over a :class:`TrainingRun`.
+
+    :meth:`run` is the whole loop; :meth:`micro_step` and :meth:`end_of_step` are one
+    micro-batch and the bookkeeping after an optimizer step (what ``bench/bench_train.py`` times).
+    """
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.setup = run
+        self.cfg: TrainConfig = run.cfg
+        self.accelerator = run.accelerator
+        self.modules = run.modules
+        self.optimizers = run.optimizers
+        self.state = run.state
+        self.window = MetricWindow()
+        self.dwa_window = MetricWindow()
+        self.history = _History()
+        self.consecutive_nonfinite = 0
+        self.progress: Any = None
+        self._just_saved = False
+        self._excluded = 0.0  # seconds spent evaluating and checkpointing
+
+    # ------------------------------------------------------------------ outer loop
+    def run(self) -> dict[str, Any]:
+        """Train to ``total_steps``, checkpoint and evaluate at the end; the final metrics."""
+        from tqdm.auto import tqdm
+
+        acc, state = self.accelerator, self.state
+        self.progress = tqdm(
+            total=self.setup.total_steps,
+            initial=state["step"],
+            desc="training",
+            dynamic_ncols=True,
+            disable=not (self.cfg.tqdm and acc.is_local_main_process),
+        )
+        t0 = time.perf_counter()
+        resumed_seconds = float(state["train_seconds"])
+        while state["step"] < self.setup.total_steps:
+            self._epoch(t0, resumed_seconds)
+        self.progress.close()
+        self.history.flush()
+        train_seconds = state["train_seconds"]
+        if not self._just_saved:
+            self._save()
+        metrics = self._evaluate()
+        metrics.update(
+            train_seconds=round(train_seconds, 3),
+            wall_seconds=round(time.perf_counter() - t0, 3),
+            steps=state["step"],
+            nonfinite_steps=state["nonfinite_steps"],
+        )
+        if acc.is_main_process:
+            self.setup.run_dir.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        acc.wait_for_everyone()
+        return metrics
+
+    def _epoch(self, t0: float, resumed_seconds: float) -> None:
+        """One pass over the training data (from the saved data position), or up to the end."""
+        acc, state, train_loader = self.accelerator, self.state, self.setup.train_loader
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(state["epoch"])
+        elif hasattr(getattr(train_loader, "dataset", None), "set_epoch"):
+            train_loader.dataset.set_epoch(state["epoch"])
+        loader = train_loader
+        if state["batch_in_epoch"]:
+            loader = self._skip(train_loader, state["batch_in_epoch"])
+        consumed = False
+        for batch in loader:
+            consumed = True
+            if self.setup.streaming:
+                batch = to_device(batch, acc.device)
+            state["batch_in_epoch"] += 1
+            modules = [m for m in (self.modules.model, self.modules.discs) if m is not None]
+            with acc.accumulate(*modules):
+                self.micro_step(batch)
+            if not acc.sync_gradients:
+                continue
+            state["step"] += 1
+            # training time: data loading and steps, not evaluation or checkpointing
+            state["train_seconds"] = resumed_seconds + time.perf_counter() - t0 - self._excluded
+            self.end_of_step()
+            if state["step"] >= self.setup.total_steps:
+                break
+        if not consumed:
+            raise TrainingError(
+                "the training data yielded no batch in an epoch; check the dataset and batch size"
+            )
+        if state["step"] < self.setup.total_steps:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+
+    def _skip(self, loader: Any, batches: int) -> Iterable[Any]:
+        if not self.setup.streaming:
+            return self.accelerator.skip_first_batches(loader, batches)
+
+        def skipped() -> Iterable[Any]:
+            it = iter(loader)
+            for _ in range(batches):
+                next(it, None)
+            yield from it
+
+        return skipped()
+
+    # ------------------------------------------------------------------- one step
+    def micro_step(self, batch: Mapping[str, Any]) -> None:
+        """Forward, backward and optimizer steps of one micro-batch (inside ``accumulate``)."""
+        acc, cfg, mods, opts = self.accelerator, self.cfg, self.modules, self.optimizers
+        step = self.state["step"]
+        log_step = (step + 1) % cfg.log_every == 0 and acc.sync_gradients
+        gan_active = mods.discs is not None and step >= cfg.gan_start_step
+        snapshot = _Snapshot(mods.net, mods.balancer)
+        # Non-finite inputs never reach the model (its codebook would reject them, or update its
+        # statistics with them): all ranks agree and skip the step together.
+        if not _all_finite(acc, *_float_tensors(batch)):
+            self._skip_step(snapshot, "non-finite values in the batch")
+            return
+        with acc.autocast():
+            g = self._generator_loss(batch, log_step, gan_active)
+        if not _all_finite(acc, g.loss):
+            self._skip_step(snapshot, f"loss {float(g.loss.detach())}")
+            return
+        self.consecutive_nonfinite = 0
+        acc.backward(g.loss)
+        if acc.sync_gradients:
+            _reduce_param_grads(acc, [p for p in mods.balancer.parameters() if p.requires_grad])
+            if cfg.max_grad_norm > 0:
+                norm = acc.clip_grad_norm_(mods.model.parameters(), cfg.max_grad_norm)
+                self.window.add("grad_norm/generator", norm)
+        opts.generator.step()
+        opts.generator.zero_grad(set_to_none=True)
+        if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+            opts.schedule.step()
+        if gan_active:
+            self._discriminator_step(g.gan_inputs)
+        self._record(g)
+
+    def _record(self, g: GeneratorLoss) -> None:
+        """This micro-step's statistics into the windows (one add_all: a few ops, no sync)."""
+        stats: dict[str, float | Tensor] = {"loss/total": g.loss}
+        stats.update({f"loss/rec/{m}": v for m, v in g.out.rec_loss_mean.items()})
+        stats.update({f"loss/vq/{m}": v for m, v in g.out.vq_loss.items()})
+        stats.update(g.balance.log)
+        stats.update(g.align_log)
+        stats.update(g.gan_log)
+        stats.update({f"codebook/{k}": v for k, v in g.out.stats.items()})
+        self.window.add_all(stats)
+        self.dwa_window.add_all(g.out.rec_loss_mean)
+        self.history.micro_step(g.loss)
+
+    def _generator_loss(
+        self, batch: Mapping[str, Any], log_step: bool, gan_active: bool
+    ) -> GeneratorLoss:
+        """Forward, then the generator's loss: balanced reconstruction + commitment + alignment
+        + GAN."""
+        cfg, mods = self.cfg, self.modules
+        net = mods.net
+        out = mods.model(batch)
+        balance = mods.balancer.combine(
+            dict(out.rec_loss_mean), net.shared_parameters(), log_grad_norms=log_step
+        )
+        loss = balance.loss + sum(out.vq_loss.values())
+        align_log: dict[str, Any] = {}
+        if cfg.alignment.weight > 0:
+            a_loss, align_log = alignment_loss(out, net.codebook, cfg.alignment)
+            loss = loss + cfg.alignment.weight_at(self.state["step"]) * a_loss
+            align_log = dict(align_log, **{"loss/align": a_loss.detach()})
+        gan_log: dict[str, Tensor] = {}
+        inputs: dict[str, tuple[Tensor, Tensor]] = {}
+        if gan_active:
+            mods.raw_discs.requires_grad_(False)
+            inputs = gan_inputs(net, mods.raw_discs, batch, out)
+            g_gan, gan_log = generator_gan_loss(
+                net,
+                mods.raw_discs,
+                inputs,
+                out.rec_loss_mean,
+                weight=cfg.gan_weight,
+                kind=cfg.gan_loss,
+                adaptive=cfg.adaptive_weight,
+                max_weight=cfg.adaptive_weight_max,
+            )
+            mods.raw_discs.requires_grad_(True)
+            if g_gan is not None:
+                loss = loss + g_gan
+        return GeneratorLoss(out, loss, balance, align_log, gan_log, inputs)
+
+    def _discriminator_step(self, inputs: Mapping[str, tuple[Tensor, Tensor]]) -> None:
+        acc, cfg, discs = self.accelerator, self.cfg, self.modules.discs
+        detached = {m: (real.detach(), fake.detach()) for m, (real, fake) in inputs.items()}
+        d_loss, d_log = discs(detached)
+        if not _all_finite(acc, d_loss):
+            discs.zero_grad(set_to_none=True)
+            self.window.add("gan/d_nonfinite", 1.0)
+            return
+        acc.backward(d_loss)
+        if acc.sync_gradients and cfg.max_grad_norm > 0:
+            self.window.add(
+                "grad_norm/discriminator",
+                acc.clip_grad_norm_(discs.parameters(), cfg.max_grad_norm),
+            )
+        self.optimizers.discriminator.step()
+        self.optimizers.discriminator.zero_grad(set_to_none=True)
+        self.window.add_all(d_log)
+
+    def _skip_step(self, snapshot: _Snapshot, reason: str) -> None:
+        """Undo a non-finite micro-step: buffers (codebook) and balancer restored, gradients
+        dropped."""
+        mods, state = self.modules, self.state
+        snapshot.restore()
+        mods.model.zero_grad(set_to_none=True)
+        mods.balancer.zero_grad(set_to_none=True)
+        if mods.discs is not None:
+            mods.discs.zero_grad(set_to_none=True)
+        state["nonfinite_steps"] += 1
+        self.consecutive_nonfinite += 1
+        self.history.micro_step(None)
+        if self.accelerator.is_main_process:
+            logger.warning(
+                "non-finite step (%s) at step %d: skipped, weights and codebook left untouched "
+                "(%d skipped so far)",
+                reason,
+                state["step"] + 1,
+                state["nonfinite_steps"],
+            )
+        if self.consecutive_nonfinite >= self.cfg.max_consecutive_nonfinite:
+            raise TrainingError(
+                f"the loss was non-finite for {self.consecutive_nonfinite} steps in a row (last at "
+                f"step {state['step'] + 1}); check the data for NaN/Inf values and lower the "
+                "learning rate, or use mixed_precision='bf16' instead of 'fp16'"
+            )
+
+    # ------------------------------------------------------------- after a step
+    def end_of_step(self) -> None:
+        """After an optimizer step: history, EMA, progress, balancer window, log/eval/save."""
+        cfg, step = self.cfg, self.state["step"]
+        self.history.end_step(step)
+        if self.modules.ema is not None and not self.history.step_skipped:
+            self.modules.ema.update(self.modules.net)
+        self.progress.update(1)
+        self._just_saved = False
+        if step % cfg.balancer_window == 0:
+            means = self.dwa_window.reduce(self.accelerator)
+            if means:
+                self.modules.balancer.epoch_end(means)
+        if step % cfg.log_every == 0:
+            self._log(step)
+            self.history.flush()
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < self.setup.total_steps:
+            self._evaluate()
+        if cfg.save_every and step % cfg.save_every == 0:
+            self._save()
+            self._just_saved = True
+
+    def _log(self, step: int) -> None:
+        acc = self.accelerator
+        logs = self.window.reduce(acc)
+        logs["lr"] = self.optimizers.schedule.get_last_lr()[0]
+        if self.optimizers.discriminator is not None:
+            logs["lr_discriminator"] = self.optimizers.discriminator.param_groups[0]["lr"]
+        logs["nonfinite_steps"] = float(self.state["nonfinite_steps"])
+        if acc.is_main_process:
+            acc.log({f"train/{k}": v for k, v in logs.items()}, step=step)
+            append_record(self.setup.run_dir.train_log, {"step": step, **logs})
+            short = {
+                k.split("/", 1)[-1]: v
+                for k, v in logs.items()
+                if k.startswith("loss/rec/") or k == "loss/total"
+            }
+            self.progress.set_postfix({k: f"{v:.3g}" for k, v in short.items()}, refresh=False)
+
+    def _evaluate(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            return self._run_evaluation()
+        finally:
+            self._excluded += time.perf_counter() - start
+
+    def _run_evaluation(self) -> dict[str, Any]:
+        acc, cfg, step, run = self.accelerator, self.cfg, self.state["step"], self.setup
+        metrics: dict[str, Any] = {}
+        if acc.is_main_process:
+            model = self.modules.ema.model if self.modules.ema is not None else self.modules.net
+            # Evaluation must not move the training RNG (a resumed run would diverge otherwise).
+            with torch.random.fork_rng(devices=[]):
+                metrics = evaluate(
+                    model,
+                    run.eval_loader,
+                    acc,
+                    translation_scorers=run.translation_scorers,
+                    max_samples=cfg.max_eval_samples,
+                    sample_dir=run.run_dir.samples(step) if cfg.num_sample_rows else None,
+                    num_sample_rows=cfg.num_sample_rows,
+                )
+            acc.log(flatten_metrics(metrics, "eval/", numbers_only=True), step=step)
+            append_record(run.run_dir.train_log, {"step": step, "eval": metrics})
+            headline = {
+                k: v
+                for k, v in metrics.items()
+                if isinstance(v, float) and not k.endswith("_per_pair")
+            }
+            self.progress.write(
+                f"[eval step {step}] "
+                + ", ".join(f"{k}={v:.4g}" for k, v in sorted(headline.items())[:12])
+            )
+        acc.wait_for_everyone()
+        return metrics
+
+    def _save(self) -> None:
+        start = time.perf_counter()
+        tensors = {"balancer": self.modules.balancer.state_dict()}
+        if self.modules.ema is not None:
+            tensors["ema"] = self.modules.ema.state_dict()
+        save_checkpoint(
+            self.accelerator,
+            self.setup.run_dir,
+            self.state["step"],
+            state=dict(self.state, scheduler=self.optimizers.schedule.state_dict()),
+            fingerprint=self.setup.fingerprint,
+            tensors=tensors,
+            keep_last=self.cfg.keep_last_checkpoints,
+        )
+        self._excluded += time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------ train
+def train(
+    model: nn.Module,
+    train_data: Any,
+    config: TrainConfig | None = None,
+    eval_data: Any | None = None,
+    *,
+    translation_scorers: Mapping[str, Scorer] | None = None,
+    column_map: Mapping[str, str] | None = None,
+) -> TrainResult:
+    """Train ``model`` (a :class:`mmvq.MultimodalVQ`) on ``train_data``.
+
+    Args:
+        model: the model; its adapters decide the modalities and the GAN head.
+        train_data: a ``datasets.Dataset``/``IterableDataset`` whose columns are read through
+            ``column_map`` (default: one column named after each modality), a
+            :class:`mmvq.data.MultimodalDataset`/``MultimodalIterableDataset``, a torch
+            ``Dataset`` of ``{modality: preprocessed tensors}`` examples, or a ready DataLoader
+            yielding model batches.
+        config: the options (:class:`TrainConfig`; default options when ``None``).
+        eval_data: the same kinds of input, for evaluation; when ``None`` the first
+            ``max_eval_samples`` training examples are evaluated instead.
+        translation_scorers: ``{"text->image": fn}`` scorers of translations
+            (:func:`mmvq.training.evaluate.evaluate` documents the protocol).
+        column_map: ``{modality: column}`` for ``datasets`` inputs.
+
+    Returns:
+        a :class:`TrainResult`; ``OUTPUT_DIR`` is laid out as
+        :class:`~mmvq.training.run_dir.RunDirectory` says (``checkpoints/``, ``samples/step-N/``,
+        ``train_log.jsonl``, ``logs/``, ``metrics.json``).
+
+    Raises:
+        ValueError / DataError / AdapterInputError: bad options or data, before training starts.
+        CheckpointMismatchError: resuming from a checkpoint of another model shape.
+        TrainingError: the loss stayed non-finite for ``max_consecutive_nonfinite`` steps.
+    """
+    cfg = config if config is not None else TrainConfig()
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"train: config must be a mmvq.TrainConfig, got {type(cfg).__name__}")
+    if not hasattr(model, "adapters") or not hasattr(model, "codebook"):
+        raise TypeError(f"train: model must be a mmvq.MultimodalVQ, got {type(model).__name__}")
+    run = setup_training(model, train_data, cfg, eval_data, translation_scorers, column_map)
+    loop = Loop(run)
+    metrics = loop.run()
+    run.accelerator.end_training()
+    return TrainResult(
+        model=run.modules.net,
+        metrics=metrics,
+        history=loop.history.records,
+        output_dir=run.run_dir.root,
+        ema_model=run.modules.ema.model if run.modules.ema is not None else None,
+        balancer=run.modules.balancer,
+    )

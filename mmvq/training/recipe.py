@@ -1,0 +1,153 @@
+"""The recipe runner (what ``recipes/*.py`` and ``mmvq train CONFIG.yaml`` call): build the model
+from the parsed options, load the data, train, save ``OUTPUT_DIR/final`` and print a summary.
+The options themselves are :mod:`mmvq.training.recipe_args`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmvq.data import DataConfig, load_data
+from mmvq.data.builtin import get_builtin_dataset
+from mmvq.model import MultimodalVQ, MultimodalVQConfig
+from mmvq.registry import get_adapter
+from mmvq.training.loop import TrainResult, train
+from mmvq.training.recipe_args import (
+    HubArguments,
+    ModelArguments,
+    RecipeArguments,
+    data_config,
+    parse_recipe_args,
+)
+from mmvq.training.run_dir import RunDirectory
+
+__all__ = ["build_model", "default_scorers", "recipe_main", "run_recipe", "summary_keys"]
+
+
+def build_model(args: ModelArguments) -> MultimodalVQ:
+    """The :class:`mmvq.MultimodalVQ` the arguments describe (adapters from the registry)."""
+    values = args.resolved()
+    code_dim = int(values["code_dim"])
+    adapters = {}
+    for m in args.modality_list:
+        config_class = get_adapter(m).config_class
+        overrides = {**args.adapter_overrides.get(m, {}), "code_dim": code_dim}
+        if hasattr(config_class, "preset"):
+            adapters[m] = (m, config_class.preset(args.preset, **overrides))
+        else:
+            adapters[m] = (m, config_class(**overrides))
+    config = MultimodalVQConfig(
+        codebook={
+            "num_codes": values["num_codes"],
+            "code_dim": code_dim,
+            **args.codebook_overrides,
+        },
+        decoder={
+            "dim": values["decoder_dim"],
+            "depth": values["decoder_depth"],
+            "heads": values["decoder_heads"],
+            "mlp_ratio": values["decoder_mlp_ratio"],
+        },
+        modality_dropout=args.modality_dropout,
+    )
+    return MultimodalVQ.build(adapters, config)
+
+
+def default_scorers(data: DataConfig, modalities: Sequence[str]) -> dict[str, Callable[..., Any]]:
+    """The translation scorers the built-in dataset offers when the data is built in, else none
+    (e.g. ``text->image`` scoring on the shapes data read from its own columns)."""
+    if not data.uses_builtin:
+        return {}
+    dataset = get_builtin_dataset(str(data.builtin))
+    return dataset.translation_scorers(data.column_map(modalities))
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _save_final(result: TrainResult, hub: HubArguments) -> Path:
+    """``OUTPUT_DIR/final`` (model card with the run's metrics and its newest sample grid), and
+    the optional push."""
+    model, run_dir = result.model, RunDirectory(result.output_dir)
+    kwargs: dict[str, Any] = {}
+    if run_dir.metrics.is_file():
+        kwargs["metrics"] = str(run_dir.metrics)
+    grid = run_dir.latest_sample_grid(model.modalities)
+    if grid is not None:
+        kwargs["sample_image"] = str(grid)
+    model.save_pretrained(str(run_dir.final), **kwargs)
+    if hub.push_to_hub:
+        model.push_to_hub(hub.hub_model_id, private=hub.hub_private, token=hub.hub_token)
+    return run_dir.final
+
+
+def run_recipe(
+    args: RecipeArguments, translation_scorers: Mapping[str, Callable[..., Any]] | None = None
+) -> TrainResult:
+    """Build the model, load the data, train, save ``OUTPUT_DIR/final``; returns the TrainResult."""
+    modalities = args.model.modality_list
+    data = data_config(args.data, args.train)
+    model = build_model(args.model)
+    train_ds, eval_ds = load_data(data, dict(model.adapters))
+    scorers = (
+        default_scorers(data, modalities)
+        if translation_scorers is None
+        else dict(translation_scorers)
+    )
+    result = train(
+        model,
+        train_ds,
+        args.train,
+        eval_ds,
+        translation_scorers=scorers,
+        column_map=data.column_map(modalities),
+    )
+    if _is_main_process():
+        final = _save_final(result, args.hub)
+        _print_summary(result, final)
+    return result
+
+
+def summary_keys(model: MultimodalVQ) -> list[str]:
+    """The metrics a run's summary shows, as the adapters declare them: each modality's headline
+    metrics, then per translation ``<s>_to_<t>_score`` (a scorer's) and ``t``'s translation
+    metrics, then the codebook and timing figures."""
+    keys = [f"{m}_{name}" for m, a in model.adapters.items() for name in a.headline_metrics]
+    for target, adapter in model.adapters.items():
+        for source in model.modalities:
+            if source != target:
+                keys.append(f"{source}_to_{target}_score")
+                keys += [f"{source}_to_{target}_{name}" for name in adapter.translation_metrics]
+    return keys + ["codebook_usage", "same_code_agreement", "train_seconds", "steps"]
+
+
+def _print_summary(result: TrainResult, final: Path) -> None:
+    m = result.metrics
+    out = RunDirectory(result.output_dir)
+    print("\n==== mmvq training finished ====")
+    for k in summary_keys(result.model):
+        if k in m:
+            v = m[k]
+            print(f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}")
+    if "perplexity" in m:
+        print(
+            f"  {'perplexity':28s} " + ", ".join(f"{k}={v:.1f}" for k, v in m["perplexity"].items())
+        )
+    print(f"Outputs in {out.root.resolve()}:")
+    print(f"  metrics      {out.metrics}")
+    print(f"  samples      {out.samples_root} (one folder per evaluation: grids, captions, audio)")
+    print(f"  checkpoints  {out.checkpoints} (resume with --resume_from_checkpoint latest)")
+    print(f"  logs         {out.train_log} and {out.logs} (tensorboard --logdir {out.logs})")
+    print(f"  final model  {final} (MultimodalVQ.from_pretrained('{final}'))")
+
+
+def recipe_main(
+    argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None
+) -> TrainResult:
+    """Parse ``argv`` (see :func:`parse_recipe_args`) and :func:`run_recipe`; the CLI's entry."""
+    return run_recipe(parse_recipe_args(argv, defaults))

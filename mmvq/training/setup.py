@@ -1,0 +1,299 @@
+"""Everything :func:`mmvq.train` does before its first step: the data checked, the accelerator,
+the discriminators, the optimizers and LR schedule, the resume from a checkpoint, the trackers.
+
+:func:`setup_training` returns a :class:`TrainingRun`, what :class:`~mmvq.training.loop.Loop`
+steps through (``bench/bench_train.py`` times the loop's real steps through it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmvq.training.balance import ModalityBalancer, build_balancer
+from mmvq.training.checkpoint import (
+    check_fingerprint,
+    load_checkpoint,
+    model_fingerprint,
+    resolve_checkpoint,
+)
+from mmvq.training.config import TrainConfig
+from mmvq.training.ema import ModelEMA
+from mmvq.training.evaluate import Scorer
+from mmvq.training.gan import DiscriminatorSet
+from mmvq.training.inputs import as_dataset, check_output_dir, make_loader
+from mmvq.training.run_dir import RunDirectory
+
+__all__ = ["Modules", "Optimizers", "TrainingRun", "setup_training"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Modules:
+    """The modules a run trains: ``model``/``discs`` as prepared by Accelerate (possibly
+    DDP-wrapped), ``net``/``raw_discs`` unwrapped; the balancer; the EMA copy (or ``None``)."""
+
+    model: nn.Module
+    net: nn.Module
+    discs: nn.Module | None
+    raw_discs: DiscriminatorSet | None
+    balancer: ModalityBalancer
+    ema: ModelEMA | None
+
+
+@dataclass
+class Optimizers:
+    """The generator's AdamW and LR schedule; the discriminators' own AdamW (or ``None``)."""
+
+    generator: Any
+    schedule: Any
+    discriminator: Any | None
+
+
+@dataclass
+class TrainingRun:
+    """A run ready for its first step.
+
+    Attributes:
+        state: what a checkpoint stores: ``step``, ``epoch``, ``batch_in_epoch`` (the data
+            position), ``nonfinite_steps``, ``train_seconds``.
+        streaming: the training data is a stream (already split per rank: moved to the device
+            by the loop, not by Accelerate).
+    """
+
+    cfg: TrainConfig
+    accelerator: Any
+    run_dir: RunDirectory
+    modules: Modules
+    optimizers: Optimizers
+    state: dict[str, Any]
+    total_steps: int
+    fingerprint: dict[str, Any]
+    train_loader: Any
+    eval_loader: Any
+    translation_scorers: Mapping[str, Scorer] | None
+    streaming: bool
+
+
+def _report_to(cfg: TrainConfig) -> list[str] | None:
+    value = cfg.report_to.strip()
+    if value == "none":
+        return None
+    if value == "auto":
+        from accelerate.utils import is_tensorboard_available
+
+        return ["tensorboard"] if is_tensorboard_available() else None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _accelerator(cfg: TrainConfig, run_dir: RunDirectory) -> Any:
+    from accelerate import Accelerator
+    from accelerate.utils import (
+        DataLoaderConfiguration,
+        DistributedDataParallelKwargs,
+        ProjectConfiguration,
+    )
+
+    return Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision=cfg.mixed_precision,
+        cpu=cfg.cpu,
+        log_with=_report_to(cfg),
+        project_config=ProjectConfiguration(
+            project_dir=str(run_dir.root), logging_dir=str(run_dir.logs)
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    if cfg.lr_scheduler == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, cfg.lr_warmup_steps, total_steps)
+    if cfg.lr_scheduler == "linear":
+        return get_linear_schedule_with_warmup(optimizer, cfg.lr_warmup_steps, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, cfg.lr_warmup_steps)
+
+
+def _total_steps(cfg: TrainConfig, loader: Any) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    try:
+        per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
+    except TypeError:
+        raise ValueError(
+            "the training data is a stream without a length, so TrainConfig.max_steps must be > 0 "
+            "(num_epochs needs a length)"
+        ) from None
+    return max(1, per_epoch * cfg.num_epochs)
+
+
+def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                flat[f"{key}.{sub}"] = (
+                    v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+                )
+        else:
+            flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def _resume_path(
+    run_dir: RunDirectory, cfg: TrainConfig, fingerprint: dict[str, Any], accelerator: Any
+) -> Any:
+    """The checkpoint to resume from (checked against the model's shape), or ``None``."""
+    resume_path = resolve_checkpoint(run_dir, cfg.resume_from_checkpoint)
+    if resume_path is not None:
+        check_fingerprint(resume_path, fingerprint)
+    elif cfg.resume_from_checkpoint == "latest" and accelerator.is_main_process:
+        logger.warning(
+            "resume_from_checkpoint='latest' but %s holds no checkpoint: starting fresh",
+            run_dir.root,
+        )
+    return resume_path
+
+
+def _prepare(
+    accelerator: Any,
+    model: nn.Module,
+    discs: DiscriminatorSet | None,
+    balancer: ModalityBalancer,
+    train_loader: Any,
+    cfg: TrainConfig,
+) -> tuple[Modules, Optimizers, Any, bool]:
+    """Optimizers built and everything prepared by Accelerate: the generator (+ balancer) and
+    the discriminators as separate modules with separate optimizers."""
+    g_params = [p for p in model.parameters() if p.requires_grad] + [
+        p for p in balancer.parameters() if p.requires_grad
+    ]
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    g_opt = torch.optim.AdamW(
+        g_params,
+        lr=cfg.learning_rate,
+        betas=betas,
+        eps=cfg.adam_epsilon,
+        weight_decay=cfg.weight_decay,
+    )
+    streaming = isinstance(getattr(train_loader, "dataset", None), torch.utils.data.IterableDataset)
+    if streaming:  # already split per rank by MultimodalIterableDataset: do not shard again
+        model, g_opt = accelerator.prepare(model, g_opt)
+    else:
+        model, g_opt, train_loader = accelerator.prepare(model, g_opt, train_loader)
+    d_opt = None
+    if discs is not None:
+        d_opt = torch.optim.AdamW(
+            discs.parameters(),
+            lr=cfg.disc_learning_rate or cfg.learning_rate,
+            betas=betas,
+            eps=cfg.adam_epsilon,
+            weight_decay=cfg.weight_decay,
+        )
+        discs, d_opt = accelerator.prepare(discs, d_opt)
+    net = accelerator.unwrap_model(model)
+    modules = Modules(
+        model=model,
+        net=net,
+        discs=discs,
+        raw_discs=accelerator.unwrap_model(discs) if discs is not None else None,
+        balancer=balancer,
+        ema=None,
+    )
+    return modules, Optimizers(g_opt, None, d_opt), train_loader, streaming
+
+
+def _resume(
+    accelerator: Any, path: Any, state: dict[str, Any], modules: Modules, schedule: Any
+) -> None:
+    """Restore a checkpoint: accelerate's state, then the trainer state, the LR schedule, the
+    balancer and the EMA weights."""
+    loaded = load_checkpoint(accelerator, path)
+    for key in state:
+        state[key] = loaded.state.get(key, state[key])
+    schedule.load_state_dict(loaded.state["scheduler"])
+    device = accelerator.device
+    if "balancer" in loaded.tensors:
+        modules.balancer.load_state_dict(
+            {k: v.to(device) for k, v in loaded.tensors["balancer"].items()}
+        )
+    if modules.ema is not None and "ema" in loaded.tensors:
+        modules.ema.load_state_dict({k: v.to(device) for k, v in loaded.tensors["ema"].items()})
+    if accelerator.is_main_process:
+        logger.info("resumed from %s at step %d", path, state["step"])
+
+
+def setup_training(
+    model: nn.Module,
+    train_data: Any,
+    cfg: TrainConfig,
+    eval_data: Any | None = None,
+    translation_scorers: Mapping[str, Scorer] | None = None,
+    column_map: Mapping[str, str] | None = None,
+) -> TrainingRun:
+    """Everything before the first step (see the module docstring); the arguments are
+    :func:`mmvq.train`'s."""
+    run_dir = RunDirectory(check_output_dir(cfg.output_dir))
+    # ---- data, checked before anything heavy
+    train_ds = as_dataset(train_data, model, column_map, "train_data", cfg, check_batch=True)
+    eval_ds = None
+    if eval_data is not None:
+        eval_ds = as_dataset(eval_data, model, column_map, "eval_data", cfg, check_batch=False)
+
+    from accelerate.utils import set_seed
+
+    accelerator = _accelerator(cfg, run_dir)
+    set_seed(cfg.seed)
+    discs = DiscriminatorSet.from_model(model, cfg.gan_loss) if cfg.gan_weight > 0 else None
+    fingerprint = model_fingerprint(model, discs)
+    resume_path = _resume_path(run_dir, cfg, fingerprint, accelerator)
+
+    train_loader = make_loader(train_ds, model, cfg, train=True)
+    eval_loader = make_loader(eval_ds if eval_ds is not None else train_ds, model, cfg, train=False)
+    if eval_ds is None and accelerator.is_main_process:
+        logger.warning(
+            "no eval_data: evaluating on the first %s training examples", cfg.max_eval_samples
+        )
+    balancer = build_balancer(cfg.balancer, model.modalities).to(accelerator.device)
+    modules, optimizers, train_loader, streaming = _prepare(
+        accelerator, model, discs, balancer, train_loader, cfg
+    )
+    # After prepare: each process's loader holds its share of the batches.
+    total_steps = _total_steps(cfg, train_loader)
+    optimizers.schedule = _scheduler(optimizers.generator, cfg, total_steps)
+    modules.ema = ModelEMA(modules.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_steps": 0, "train_seconds": 0.0}
+    if resume_path is not None:
+        _resume(accelerator, resume_path, state, modules, optimizers.schedule)
+    if accelerator.is_main_process:
+        accelerator.init_trackers(cfg.tracker_project_name, config=_flat_config(cfg))
+    return TrainingRun(
+        cfg=cfg,
+        accelerator=accelerator,
+        run_dir=run_dir,
+        modules=modules,
+        optimizers=optimizers,
+        state=state,
+        total_steps=total_steps,
+        fingerprint=fingerprint,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        translation_scorers=translation_scorers,
+        streaming=streaming,
+    )
