@@ -398,12 +398,18 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                     f"example {i} has modality {unknown[0]!r}, which this model does not know; its "
                     f"modalities are {list(self.modalities)}"
                 )
-            rows.append(
-                {m: self.adapters[m].preprocess(v) for m, v in example.items() if v is not None}
-            )
+            rows.append({m: self._preprocess(m, v) for m, v in example.items() if v is not None})
         batch = MultimodalCollator(dict(self.adapters))(rows)
         device = self.device
         return {m: {k: v.to(device) for k, v in sub.items()} for m, sub in batch.items()}
+
+    def _preprocess(self, modality: str, value: Any) -> dict[str, Tensor]:
+        """``adapter.preprocess(value)``; a refusal records the modality on the error."""
+        try:
+            return self.adapters[modality].preprocess(value)
+        except AdapterInputError as exc:
+            exc.modality = modality
+            raise
 
     def postprocess(self, recon: Mapping[str, Tensor]) -> dict[str, list[Any]]:
         """Raw outputs (PIL images, strings, waveforms...) of each modality's reconstruction."""

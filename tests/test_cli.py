@@ -503,6 +503,22 @@ def test_bad_inputs_each_fail_in_one_line(
         assert_one_line_error(code, err, *fragments)
 
 
+def test_modality_options_are_plain_argparse_options(capsys, model_dir: Path) -> None:
+    # declared from MODEL's modalities: a value is required, strays are usage errors (exit 2)
+    for argv in (
+        ["encode", model_dir, "--text"],
+        ["encode", model_dir, "--text", "x", "stray"],
+        ["decode", model_dir, "codes.json", "--out", "o", "--text", "x"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in argv])
+        assert info.value.code == 2
+    capsys.readouterr()
+    # --<modality>=VALUE reaches the adapter as a string; its refusal names the option
+    code, out, err = run(capsys, "encode", model_dir, "--a=[1,2]", "--text", "x")
+    assert_one_line_error(code, err, "--a:", "must be a list/tuple of numbers")
+
+
 def test_decode_rejects_codes_of_another_codebook(capsys, model_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     tiny_model(num_codes=64).save_pretrained(other)

@@ -76,7 +76,7 @@ def test_console_script_lists_every_adapter_and_shows_a_broken_one(
         "plugins.vector_adapter:VectorAdapter",
     ]
     assert rows["broken"] == ["broken", "mmvq-cli-broken 0.3", "mmvq_cli_broken:BrokenAdapter"]
-    error_line = lines[lines.index(next(l for l in lines if l.startswith("broken"))) + 1]
+    error_line = lines[lines.index(next(x for x in lines if x.startswith("broken"))) + 1]
     assert error_line.startswith("    error: adapter plugin 'broken' failed to load")
     assert "needs the package frobnicate" in error_line
     for name, (status, where, _) in rows.items():  # every row names its distribution and version
@@ -191,5 +191,5 @@ def test_a_new_subcommand_is_one_decorated_function(capsys: pytest.CaptureFixtur
         with pytest.raises(ValueError, match="defined twice"):
             cli.subcommand("echo-test", help="again")(echo)
     finally:
-        cli._COMMANDS.pop("echo-test", None)
+        cli.parser._COMMANDS.pop("echo-test", None)
     assert "echo-test" not in cli.build_parser().format_help()

@@ -1,0 +1,209 @@
+"""``mmvq encode`` (inputs -> codes JSON), ``mmvq decode`` (codes JSON -> files) and ``mmvq
+generate`` (inputs -> N variations of other modalities, by code-level temperature sampling)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mmvq.cli.models import (
+    emit_json,
+    load_model,
+    model_arguments,
+    model_modalities,
+    named_values,
+    prepare_batch,
+    write_postprocessed,
+)
+from mmvq.cli.parser import ModalityOptions, subcommand
+
+
+def _encode_arguments(parser: argparse.ArgumentParser) -> None:
+    model_arguments(parser)
+    parser.add_argument(
+        "--input",
+        action="append",
+        metavar="MODALITY=VALUE",
+        help="an input of any modality (same as --MODALITY VALUE); repeat for a batch",
+    )
+    parser.add_argument(
+        "--input-json",
+        action="append",
+        metavar="MODALITY=JSON",
+        help="an input given as JSON (e.g. a list of numbers for a plugin modality)",
+    )
+    parser.add_argument("--out", help="write the codes JSON here instead of printing it")
+    parser.epilog = (
+        "Inputs (after MODEL): --<modality> VALUE for each modality of the model, e.g. "
+        "--image cat.png --text 'a cat' --audio meow.wav. VALUE goes to the adapter's preprocess "
+        "(a file path or a string). Repeat a flag to encode a batch."
+    )
+
+
+@subcommand(
+    "encode",
+    help="encode inputs into codes (JSON)",
+    arguments=_encode_arguments,
+    modality_options=ModalityOptions("", "modality_inputs", model_modalities),
+)
+def encode_command(args: argparse.Namespace) -> int:
+    """``mmvq encode MODEL --text "..." --image x.png`` -> ``{"codes": {modality: [[...]]}}``."""
+    from mmvq.outputs.codes_file import codes_to_dict
+
+    values = named_values(args.modality_inputs, args.input, args.input_json, "--input")
+    if not values:
+        raise ValueError(
+            "give at least one input after MODEL: --<modality> VALUE (or --input MODALITY=VALUE)"
+        )
+    model = load_model(args)
+    batch = prepare_batch(model, values, lambda m: f"--{m}")
+    codes = model.encode(batch)
+    data = codes_to_dict(codes, num_codes=model.config.codebook.num_codes, model=args.model)
+    emit_json(data, args.out, "codes")
+    return 0
+
+
+# ------------------------------------------------------------------------------- decode
+def _decode_arguments(parser: argparse.ArgumentParser) -> None:
+    model_arguments(parser)
+    parser.add_argument(
+        "codes", metavar="CODES", help="a codes JSON file written by `mmvq encode --out`"
+    )
+    parser.add_argument(
+        "--to",
+        action="append",
+        metavar="MODALITY",
+        help="modality to produce (repeatable; default: the modalities in CODES). A modality "
+        "missing from CODES is translated from the others",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the outputs")
+
+
+@subcommand(
+    "decode",
+    help="decode a codes file into files (PNG / .txt / .wav / .json by output type)",
+    arguments=_decode_arguments,
+)
+def decode_command(args: argparse.Namespace) -> int:
+    """``mmvq decode MODEL codes.json --to image --out DIR``."""
+    from mmvq.outputs.codes_file import read_codes
+
+    codes, num_codes = read_codes(args.codes)
+    model = load_model(args)
+    k = model.config.codebook.num_codes
+    if num_codes is not None and num_codes != k:
+        raise ValueError(
+            f"{args.codes} holds codes of a {num_codes}-code codebook but MODEL's has {k}; decode "
+            "with "
+            "the model that encoded them"
+        )
+    targets = args.to or list(codes)
+    for m in list(codes) + targets:
+        if m not in model.adapters:
+            raise ValueError(
+                f"unknown modality {m!r}; this model's modalities are {list(model.modalities)}"
+            )
+    recon = model.decode({m: c.to(model.device) for m, c in codes.items()}, targets=targets)
+    for path in write_postprocessed(model, recon, args.out):
+        print(path)
+    return 0
+
+
+# ----------------------------------------------------------------------------- generate
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    model_arguments(parser)
+    parser.add_argument(
+        "--from",
+        dest="from_inputs",
+        action="append",
+        metavar="MODALITY=VALUE",
+        help="a source input of any modality (same as --from-MODALITY VALUE)",
+    )
+    parser.add_argument(
+        "--from-json",
+        dest="from_json",
+        action="append",
+        metavar="MODALITY=JSON",
+        help="a source input given as JSON (e.g. a list of numbers for a plugin modality)",
+    )
+    parser.add_argument(
+        "--to",
+        action="append",
+        metavar="MODALITY",
+        help="modality to generate (repeatable; default: every modality not given as a source)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        "--num-images",
+        dest="num_samples",
+        type=int,
+        default=1,
+        help="variations per input (default: 1)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="code sampling temperature; 0 = deterministic translation (default: 1.0)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=16,
+        help="sample among the k nearest codes; 0 = all (default: 16)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of the sampling (default: random)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="directory for the outputs (+ codes.json)"
+    )
+    parser.epilog = (
+        "Sources (after MODEL): --from-<modality> VALUE, e.g. --from-text 'a small red circle'. "
+        "The fusion decoder is deterministic, so variations are drawn at the code level: each "
+        "source token's code is sampled from softmax(-||z - e_k||^2 / (T * D)) over its top-k "
+        "nearest codes, and every sampled code sequence is translated by the decoder (T = 0 gives "
+        "plain translation). DIR/codes.json keeps the sampled source codes: `mmvq decode MODEL "
+        "DIR/codes.json` with the same --to targets reproduces the outputs."
+    )
+
+
+@subcommand(
+    "generate",
+    help="translate inputs into other modalities, N variations by code-level temperature sampling",
+    arguments=_generate_arguments,
+    modality_options=ModalityOptions("from-", "source_inputs", model_modalities),
+)
+def generate_command(args: argparse.Namespace) -> int:
+    """``mmvq generate MODEL --from-text "a small red circle" --num-images 10 --out DIR``."""
+    from pathlib import Path
+
+    from mmvq.generation import SamplingConfig, generate
+    from mmvq.outputs.codes_file import codes_to_dict
+
+    values = named_values(args.source_inputs, args.from_inputs, args.from_json, "--from")
+    if not values:
+        raise ValueError(
+            "give at least one source after MODEL: --from-<modality> VALUE (or --from "
+            "MODALITY=VALUE)"
+        )
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.top_k < 0:
+        raise ValueError(f"--top-k must be >= 0 (0: all codes), got {args.top_k}")
+    sampling = SamplingConfig(
+        temperature=args.temperature, top_k=args.top_k or None, seed=args.seed
+    )
+    model = load_model(args)
+    batch = prepare_batch(model, values, lambda m: f"--from-{m}")
+    targets = args.to or [m for m in model.modalities if m not in values]
+    if not targets:
+        raise ValueError(
+            "every modality of the model is a source; choose a target with --to MODALITY"
+        )
+    result = generate(model, batch, targets, args.num_samples, sampling)
+    for path in write_postprocessed(model, result.recon, args.out):
+        print(path)
+    codes_path = Path(args.out) / "codes.json"
+    data = codes_to_dict(result.codes, num_codes=model.config.codebook.num_codes, model=args.model)
+    codes_path.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    print(codes_path)
+    return 0

@@ -1,0 +1,186 @@
+"""``mmvq eval MODEL DATA``: metrics of a saved model on a data file or a dataset directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from mmvq.cli.models import load_model, model_arguments, named_values
+from mmvq.cli.parser import subcommand
+
+_DATA_FILES = (".json", ".jsonl", ".csv", ".parquet")
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    model_arguments(parser)
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="a .jsonl/.json/.csv/.parquet file (columns of file-based modalities hold file "
+        "paths), or a "
+        "dataset directory (datasets.save_to_disk, or a folder load_dataset reads)",
+    )
+    parser.add_argument("--out", help="also write the metrics JSON to this file")
+    parser.add_argument(
+        "--column",
+        action="append",
+        metavar="MODALITY=COLUMN",
+        help="column of a modality (default: the column named like the modality); repeatable",
+    )
+    parser.add_argument(
+        "--modalities",
+        help="comma-separated modalities to evaluate (default: those whose column DATA has)",
+    )
+    parser.add_argument(
+        "--split", help="split of a dataset directory (default: validation, test, then train)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="examples per batch (default: 16)"
+    )
+    parser.add_argument("--limit", type=int, help="evaluate the first N examples only")
+    parser.add_argument(
+        "--sample-dir", help="also write sample reconstructions / translations of 8 examples here"
+    )
+
+
+def _first_record_keys(path: Any) -> list[str]:
+    """Column names of a JSON / JSON-lines file from its first record."""
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1)
+        while head and head.isspace():
+            head = f.read(1)
+        if head == "[":  # one JSON array of records
+            f.seek(0)
+            rows = json.load(f)
+            return (
+                list(rows[0])
+                if isinstance(rows, list) and rows and isinstance(rows[0], dict)
+                else []
+            )
+        f.seek(0)
+        first = next((line for line in f if line.strip()), "{}")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"DATA {str(path)!r}: the first line is not a JSON record ({exc})"
+        ) from None
+    return list(record) if isinstance(record, dict) else []
+
+
+def _data_columns(path: Any, split: str | None) -> tuple[Any, list[str]]:
+    """``(dataset or None, column names)`` of DATA; a file is only peeked at (header, first row)."""
+    import csv
+
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix not in _DATA_FILES:
+            raise ValueError(
+                f"DATA {str(path)!r} has extension {suffix!r}; pass one of {list(_DATA_FILES)} or "
+                "a "
+                "dataset directory"
+            )
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return None, list(pq.read_schema(path).names)
+        if suffix == ".csv":
+            with open(path, encoding="utf-8", newline="") as f:
+                return None, next(csv.reader(f), [])
+        return None, _first_record_keys(path)
+    import datasets
+
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        ds = datasets.load_from_disk(str(path))
+    else:
+        ds = datasets.load_dataset(str(path))
+    if isinstance(ds, (datasets.DatasetDict, dict)):
+        names = list(ds)
+        chosen = split or next((s for s in ("validation", "test", "train") if s in ds), names[0])
+        if chosen not in ds:
+            raise ValueError(f"DATA {str(path)!r} has no split {chosen!r}; its splits are {names}")
+        ds = ds[chosen]
+    return ds, list(ds.column_names)
+
+
+@subcommand(
+    "eval",
+    help="evaluate a model on a data file or dataset directory; prints (and writes) metrics JSON",
+    arguments=_eval_arguments,
+)
+def eval_command(args: argparse.Namespace) -> int:
+    """``mmvq eval MODEL DATA``: per-modality reconstruction loss, adapter metrics, code stats."""
+    from pathlib import Path
+
+    import torch
+
+    from mmvq.data import DataConfig, MultimodalCollator, MultimodalDataset, load_data
+    from mmvq.training.evaluate import evaluate
+
+    path = Path(args.data)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"DATA {args.data!r} does not exist; pass a .jsonl/.csv/.parquet file or a dataset "
+            "directory"
+        )
+    for name in ("batch_size", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    columns = dict(named_values([], args.column, None, "--column"))
+    columns = {m: v[-1] for m, v in columns.items()}
+    dataset, available = _data_columns(path, args.split)
+    model = load_model(args)
+    for m in columns:
+        if m not in model.adapters:
+            raise ValueError(
+                f"--column {m}=...: unknown modality {m!r}; this model's modalities are "
+                f"{list(model.modalities)}"
+            )
+    if args.modalities:
+        wanted = [m.strip() for m in args.modalities.split(",") if m.strip()]
+        for m in wanted:
+            if m not in model.adapters:
+                raise ValueError(
+                    f"--modalities: unknown modality {m!r}; this model's modalities are "
+                    f"{list(model.modalities)}"
+                )
+    else:
+        wanted = [m for m in model.modalities if m in columns or m in available]
+    cmap = {m: columns.get(m, m) for m in wanted}
+    if not cmap:
+        raise ValueError(
+            f"DATA {args.data!r} has columns {available} but none named after the model's "
+            f"modalities {list(model.modalities)}; map them with --column MODALITY=COLUMN"
+        )
+    missing = {m: c for m, c in cmap.items() if c not in available}
+    if missing:
+        raise ValueError(
+            f"DATA {args.data!r} has no column {sorted(missing.values())} (for modality "
+            f"{sorted(missing)}); its columns are {available}: fix --column / --modalities"
+        )
+    if dataset is None:  # a file: the data layer resolves relative image/audio paths
+        config = DataConfig(
+            train_file=str(path),
+            builtin=None,
+            eval_split="",
+            columns=cmap,
+            max_train_samples=args.limit,
+        )
+        dataset, _ = load_data(config, {m: model.adapters[m] for m in cmap})
+    elif args.limit:
+        dataset = dataset.select(range(min(args.limit, len(dataset))))
+    adapters = {m: model.adapters[m] for m in cmap}
+    loader = torch.utils.data.DataLoader(
+        MultimodalDataset(dataset, adapters, cmap),
+        batch_size=args.batch_size,
+        collate_fn=MultimodalCollator(adapters),
+    )
+    metrics = evaluate(model, loader, max_samples=args.limit, sample_dir=args.sample_dir)
+    print(json.dumps(metrics, indent=2))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return 0
