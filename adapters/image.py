@@ -41,9 +41,10 @@ from mmvq.adapter import (
     ModalityAdapter,
     Tokens,
 )
-from mmvq.utils.configs import from_preset
 from mmvq.nn.convnet import ConvDecoder2d, ConvEncoder2d, ConvNetConfig, downsample_factor
 from mmvq.nn.gan import NORMS, PatchGANConfig, PatchGANDiscriminator
+from mmvq.utils.checks import check_choice, check_positive_int, is_int
+from mmvq.utils.configs import from_preset
 from mmvq_adapters.image_perceptual import VGGPerceptualLoss, missing_weights_message
 from mmvq_adapters.image_utils import load_image, save_image_grid, to_pil_images
 
@@ -122,29 +123,21 @@ class ImageAdapterConfig(AdapterConfig):
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
         f = downsample_factor(net)
-        if (
-            not isinstance(self.resolution, int)
-            or isinstance(self.resolution, bool)
-            or (self.resolution <= 0 or self.resolution % f)
-        ):
+        if not is_int(self.resolution) or self.resolution <= 0 or self.resolution % f:
             raise ValueError(
                 f"{name}.resolution must be a positive multiple of the downsampling factor {f} "
                 f"(channel_mult={self.channel_mult}), got {self.resolution!r}; e.g. "
                 f"resolution={max(f, 32 // f * f)}."
             )
-        if self.loss not in LOSSES:
-            raise ValueError(f"{name}.loss must be one of {LOSSES}, got {self.loss!r}.")
+        check_choice(f"{name}.loss", self.loss, LOSSES, fix=".")
         if not isinstance(self.perceptual_weight, (int, float)) or self.perceptual_weight < 0:
             raise ValueError(
                 f"{name}.perceptual_weight must be a float >= 0, got {self.perceptual_weight!r}; "
                 "use 0.0 to disable the perceptual loss."
             )
-        if self.disc_norm not in NORMS:
-            raise ValueError(f"{name}.disc_norm must be one of {NORMS}, got {self.disc_norm!r}.")
+        check_choice(f"{name}.disc_norm", self.disc_norm, NORMS, fix=".")
         for field in ("disc_base_channels", "disc_num_layers"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}.{field} must be a positive int, got {value!r}.")
+            check_positive_int(f"{name}.{field}", getattr(self, field), fix=".")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ImageAdapterConfig:
@@ -153,24 +146,11 @@ class ImageAdapterConfig(AdapterConfig):
 
     def convnet_config(self) -> ConvNetConfig:
         """The encoder/decoder shape as a :class:`~mmvq.nn.convnet.ConvNetConfig`."""
-        return ConvNetConfig(
-            in_channels=3,
-            base_channels=self.base_channels,
-            channel_mult=tuple(self.channel_mult),
-            num_res_blocks=self.num_res_blocks,
-            attn_at_lowest=self.attn_at_lowest,
-            dropout=self.dropout,
-            num_groups=self.num_groups,
-        )
+        return ConvNetConfig.from_fields(self, in_channels=3)
 
     def patchgan_config(self) -> PatchGANConfig:
         """The discriminator shape as a :class:`~mmvq.nn.gan.PatchGANConfig`."""
-        return PatchGANConfig(
-            in_channels=3,
-            base_channels=self.disc_base_channels,
-            num_layers=self.disc_num_layers,
-            norm=self.disc_norm,
-        )
+        return PatchGANConfig.from_fields(self, in_channels=3)
 
 
 class ImageAdapter(ModalityAdapter):

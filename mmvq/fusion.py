@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from mmvq.utils.batches import batch_size
+from mmvq.utils.checks import check_positive_int
+
 __all__ = ["FusionDecoderConfig", "FusionDecoder"]
 
 
@@ -38,11 +41,7 @@ class FusionDecoderConfig:
 
     def __post_init__(self) -> None:
         for name in ("dim", "depth", "heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"FusionDecoderConfig.{name} must be a positive int, got {value!r}"
-                )
+            check_positive_int(f"FusionDecoderConfig.{name}", getattr(self, name))
         if self.dim % self.heads:
             raise ValueError(
                 f"FusionDecoderConfig.dim={self.dim} is not divisible by heads={self.heads}; "
@@ -167,11 +166,11 @@ class FusionDecoder(nn.Module):
 
 
 def _batch_size(z_q: Mapping[str, Tensor], visible: Mapping[str, Tensor]) -> int:
-    for z in z_q.values():
-        return int(z.shape[0])
-    for v in visible.values():
-        return int(v.shape[0])
-    raise ValueError(
-        "FusionDecoder cannot infer the batch size: give at least one input modality, or a "
-        "'visible' entry for a target"
-    )
+    """The rows of the inputs' codes, else of the ``visible`` masks."""
+    try:
+        return batch_size({"z_q": dict(z_q), "visible": dict(visible)})
+    except ValueError:
+        raise ValueError(
+            "FusionDecoder cannot infer the batch size: give at least one input modality, or a "
+            "'visible' entry for a target"
+        ) from None

@@ -124,7 +124,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         config = config or MultimodalVQConfig()
         if not adapters:
             raise ValueError(
-                "MultimodalVQ needs at least one adapter, e.g. {'image': ImageAdapter()}"
+                "MultimodalVQ needs at least one adapter, e.g. {'depth': DepthAdapter()}"
             )
         code_dim = config.codebook.code_dim
         for name, adapter in adapters.items():
@@ -383,7 +383,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
 
         if isinstance(examples, Mapping) or not isinstance(examples, Sequence) or not examples:
             raise AdapterInputError(
-                "prepare() expects a non-empty list of examples like [{'text': 'a red circle'}], "
+                "prepare() expects a non-empty list of examples like [{'<modality>': raw value}], "
                 f"got {type(examples).__name__}"
             )
         rows = []

@@ -117,6 +117,7 @@ class ShapesDataset(BuiltinDataset):
     same coloured shapes, plus their attribute columns."""
 
     options_class = ShapesOptions
+    modalities = ("image", "text")  # "audio" too on request (with_audio)
 
     def build(
         self,

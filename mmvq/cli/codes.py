@@ -34,8 +34,8 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="write the codes JSON here instead of printing it")
     parser.epilog = (
-        "Inputs (after MODEL): --<modality> VALUE for each modality of the model, e.g. "
-        "--image cat.png --text 'a cat' --audio meow.wav. VALUE goes to the adapter's preprocess "
+        "Inputs (after MODEL): --<modality> VALUE for each modality of the model (the names "
+        "come from MODEL, a plugin modality's too). VALUE goes to the adapter's preprocess "
         "(a file path or a string). Repeat a flag to encode a batch."
     )
 
@@ -157,7 +157,7 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, metavar="DIR", help="directory for the outputs (+ codes.json)"
     )
     parser.epilog = (
-        "Sources (after MODEL): --from-<modality> VALUE, e.g. --from-text 'a small red circle'. "
+        "Sources (after MODEL): --from-<modality> VALUE for a modality of the model. "
         "The fusion decoder is deterministic, so variations are drawn at the code level: each "
         "source token's code is sampled from softmax(-||z - e_k||^2 / (T * D)) over its top-k "
         "nearest codes, and every sampled code sequence is translated by the decoder (T = 0 gives "

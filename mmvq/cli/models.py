@@ -73,7 +73,8 @@ def named_values(
             option = f"{flag}-json" if parse_json else flag
             if not eq or not name:
                 raise ValueError(
-                    f"{option} {item!r} must be MODALITY=VALUE, e.g. {option} text=hello"
+                    f"{option} {item!r} must be MODALITY=VALUE (a modality of the model, '=', "
+                    "the value)"
                 )
             if parse_json:
                 try:
@@ -131,9 +132,9 @@ def emit_json(data: Any, out: str | None, what: str) -> None:
     """Print ``data`` as JSON, or write it to ``out`` and say so."""
     from pathlib import Path
 
-    text = json.dumps(data)
+    encoded = json.dumps(data)
     if out is None:
-        print(text)
+        print(encoded)
         return
     path = Path(out)
     if path.is_dir():
@@ -141,5 +142,5 @@ def emit_json(data: Any, out: str | None, what: str) -> None:
             f"--out {out!r} is a directory; give a file name such as {path / (what + '.json')}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n", encoding="utf-8")
+    path.write_text(encoded + "\n", encoding="utf-8")
     print(f"wrote {what} to {path}")

@@ -168,8 +168,8 @@ def _modality_values(
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    line = " ".join(str(exc).split())
+    return line or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,9 +59,12 @@ class BuiltinDataset(ABC):
     Attributes:
         options_class: a dataclass of the dataset's own options (``DataConfig.builtin_options``;
             the recipes' ``--builtin_<field>`` flags). Fields need defaults.
+        modalities: the modalities its columns feed by default (the recipes' default
+            ``--modalities``).
     """
 
     options_class: ClassVar[type] = NoOptions
+    modalities: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def build(

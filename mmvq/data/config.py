@@ -76,9 +76,9 @@ class DataConfig:
     columns: dict | str | None = field(
         default=None,
         metadata={
-            "help": "Modality->column pairs: 'text=caption,depth=depth_map' or a JSON object. A "
+            "help": "Modality->column pairs: 'depth=depth_map,sketch=drawing' or a JSON object. A "
             "modality without one reads the column of its own name; '' does not use it. Each "
-            "registered adapter name also has its own flag, e.g. --text_column caption."
+            "registered adapter name also has its own flag: --<name>_column COLUMN."
         },
     )
     path_columns: str | None = field(
@@ -118,8 +118,8 @@ class DataConfig:
     builtin_options: dict | str | None = field(
         default=None,
         metadata={
-            "help": "Options of the built-in dataset: 'resolution=64,with_audio=true' or a JSON "
-            "object. Each also has its own flag, e.g. --builtin_resolution 64."
+            "help": "Options of the built-in dataset: 'resolution=64' or a JSON object. Each also "
+            "has its own flag, --builtin_<option>."
         },
     )
     seed: int = field(
@@ -131,7 +131,7 @@ class DataConfig:
             parse_mapping(
                 self.columns,
                 "DataConfig.columns",
-                example="text=caption,depth=depth_map",
+                example="depth=depth_map,sketch=drawing",
                 json_values=False,
                 error=DataError,
             )

@@ -123,6 +123,26 @@ def resolve_model_dir(
             "model's "
             "directory or a repo id such as 'org/name'."
         ) from None
+    return _download(
+        name,
+        revision=revision,
+        cache_dir=cache_dir,
+        token=token,
+        force_download=force_download,
+        local_files_only=local_files_only,
+    )
+
+
+def _download(
+    name: str,
+    *,
+    revision: str | None,
+    cache_dir: str | os.PathLike | None,
+    token: str | bool | None,
+    force_download: bool,
+    local_files_only: bool,
+) -> Path:
+    """A Hub repo's snapshot (:data:`DOWNLOAD_PATTERNS` only), every failure worded."""
     where = f"Hub repo {name!r}" + (f" at revision {revision!r}" if revision else "")
     try:
         folder = snapshot_download(

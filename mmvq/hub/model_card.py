@@ -93,8 +93,8 @@ def _format_value(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+    shown = value if isinstance(value, str) else json.dumps(value, default=str)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _cell(value: Any) -> str:
@@ -145,8 +145,8 @@ def check_sample_image(source: str | os.PathLike | Image.Image) -> None:
             f"{list(_IMAGE_SUFFIXES)}."
         )
     try:
-        with Image.open(path) as image:
-            image.verify()
+        with Image.open(path) as picture:
+            picture.verify()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ModelCardInputError(
             f"sample_image={str(path)!r} is not a readable image ({exc}); pass a valid PNG/JPEG."
@@ -323,7 +323,7 @@ def build_model_card(
     flat = load_metrics(metrics)
     _check_training_data(training_data)
     config = describe_model(model)
-    training_text, datasets = _training_section(training_data)
+    training_section, datasets = _training_section(training_data)
     data = _card_data(card_data, config.modalities, datasets)
     repo = repo_id or "path/to/this-model"
     title = repo_id.split("/")[-1] if repo_id else "mmvq model"
@@ -360,7 +360,7 @@ of its code distribution (both from the last evaluation).
 
 ## Training data
 
-{training_text}
+{training_section}
 
 ## Evaluation
 
@@ -391,15 +391,15 @@ def write_model_card(
     directory = Path(directory)
     check_card_inputs(metrics, sample_image, training_data)
     if sample_image is not None:
-        image_name: str | None = add_sample_image(sample_image, directory)
+        grid_name: str | None = add_sample_image(sample_image, directory)
     else:
-        image_name = None
+        grid_name = None
         for stale in directory.glob(f"{SAMPLE_IMAGE_STEM}.*"):
             stale.unlink()
     card = build_model_card(
         model,
         metrics=metrics,
-        sample_image_name=image_name,
+        sample_image_name=grid_name,
         training_data=training_data,
         repo_id=repo_id,
         card_data=card_data,

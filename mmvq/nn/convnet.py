@@ -11,6 +11,7 @@ lowest resolution. The image adapter uses them on pixels; the audio adapter on s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,6 +78,20 @@ class ConvNetConfig:
             raise ValueError(
                 f"ConvNetConfig.dropout must be a float in [0, 1), got {self.dropout!r}."
             )
+
+    @classmethod
+    def from_fields(cls, source: Any, in_channels: int) -> ConvNetConfig:
+        """The config from an adapter config's fields of the same names (``base_channels``,
+        ``channel_mult``, ``num_res_blocks``, ``attn_at_lowest``, ``dropout``, ``num_groups``)."""
+        return cls(
+            in_channels=in_channels,
+            base_channels=source.base_channels,
+            channel_mult=tuple(source.channel_mult),
+            num_res_blocks=source.num_res_blocks,
+            attn_at_lowest=source.attn_at_lowest,
+            dropout=source.dropout,
+            num_groups=source.num_groups,
+        )
 
 
 def downsample_factor(config: ConvNetConfig) -> int:

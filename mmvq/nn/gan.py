@@ -9,6 +9,7 @@ Follows pix2pix / taming (Esser et al.): ``NLayerDiscriminator`` with 4x4 convs 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +63,17 @@ class PatchGANConfig:
         for name in ("in_channels", "base_channels", "num_layers"):
             check_positive_int(f"PatchGANConfig.{name}", getattr(self, name), fix=".")
         check_choice("PatchGANConfig.norm", self.norm, NORMS, fix=".")
+
+    @classmethod
+    def from_fields(cls, source: Any, in_channels: int) -> PatchGANConfig:
+        """The config from an adapter config's ``disc_base_channels``, ``disc_num_layers`` and
+        ``disc_norm``."""
+        return cls(
+            in_channels=in_channels,
+            base_channels=source.disc_base_channels,
+            num_layers=source.disc_num_layers,
+            norm=source.disc_norm,
+        )
 
     @property
     def min_input_size(self) -> int:

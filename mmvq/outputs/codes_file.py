@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmvq.utils.checks import is_int
+
 __all__ = [
     "CODES_FORMAT",
     "CODES_VERSION",
@@ -79,7 +81,7 @@ def codes_from_dict(data: Any, where: str = "codes") -> tuple[dict[str, Tensor],
             and rows
             and all(isinstance(r, list) and r for r in rows)
             and len({len(r) for r in rows}) == 1
-            and all(isinstance(v, int) and not isinstance(v, bool) for r in rows for v in r)
+            and all(is_int(v) for r in rows for v in r)
         )
         if not ok:
             raise CodesFileError(

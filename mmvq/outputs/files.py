@@ -89,14 +89,14 @@ def write_output(value: Any, stem: str | os.PathLike, *, sample_rate: int | None
         np.save(path, array)
         return path
     try:
-        text = json.dumps(value)
+        encoded = json.dumps(value)
     except (TypeError, ValueError):
         raise TypeError(
             f"cannot write an output of type {type(value).__name__}: postprocess should return PIL "
             "images, strings, waveforms (arrays) or JSON-serialisable values"
         ) from None
     path = stem.with_suffix(".json")
-    path.write_text(text + "\n", encoding="utf-8")
+    path.write_text(encoded + "\n", encoding="utf-8")
     return path
 
 

@@ -86,7 +86,7 @@ def _as_waveform(value: Any) -> np.ndarray | None:
     return data.mean(axis=-1) if data.ndim == 2 else data
 
 
-def _write_image_grid(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
+def _write_grid(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
     from torchvision.transforms.functional import pil_to_tensor
     from torchvision.utils import make_grid, save_image
 
@@ -105,7 +105,7 @@ def _write_image_grid(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
     save_image(grid, str(path))
 
 
-def _write_text(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
+def _write_lines(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
     rows = max(len(v) for v in columns.values())
     lines = ["# " + " -> ".join(columns)]
     for r in range(rows):
@@ -162,7 +162,7 @@ def write_samples(
         )
         if fmt == "png":
             path = directory / f"{modality}.png"
-            _write_image_grid(path, columns)
+            _write_grid(path, columns)
             written.append(path)
         elif fmt == "wav":
             written += _write_waveforms(
@@ -170,12 +170,12 @@ def write_samples(
             )
         else:
             path = directory / f"{modality}.txt"
-            _write_text(path, columns)
+            _write_lines(path, columns)
             written.append(path)
     if written:
         legend = directory / "README.txt"
         legend.write_text(
-            "Columns (left to right in PNG grids, ' -> '-separated in text files, file-name "
+            "Columns (left to right in PNG grids, ' -> '-separated in .txt files, file-name "
             "suffixes "
             "of WAV files):\n"
             + "".join(

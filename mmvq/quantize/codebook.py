@@ -71,13 +71,13 @@ def _check_modalities(modalities: Sequence[str]) -> None:
     if isinstance(modalities, str) or not isinstance(modalities, Sequence) or not modalities:
         raise ValueError(
             f"modalities must be a non-empty sequence of names, got {modalities!r}; "
-            "e.g. ['image', 'text']."
+            "e.g. ['depth', 'sketch']."
         )
     for m in modalities:
         if not isinstance(m, str) or not m or "/" in m:
             raise ValueError(
                 f"modality name {m!r} is invalid: use a non-empty string without '/' "
-                "(it becomes part of the stats keys, e.g. 'usage/image')."
+                "(it becomes part of the stats keys, e.g. 'usage/depth')."
             )
     if len(set(modalities)) != len(modalities):
         raise ValueError(f"modalities {list(modalities)!r} repeat a name; list each modality once.")

@@ -256,7 +256,7 @@ class CodebookStatsAccumulator:
         if isinstance(modalities, str) or not modalities:
             raise ValueError(
                 f"modalities must be a non-empty sequence of names, got {modalities!r}; "
-                "e.g. ['image', 'text']."
+                "e.g. ['depth', 'sketch']."
             )
         names = list(modalities)
         if len(set(names)) != len(names) or not all(isinstance(m, str) and m for m in names):

@@ -46,6 +46,7 @@ REGISTERED_IN_CODE = "registered in code"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _FALSE_VALUES = {"", "0", "false", "no", "off"}
 
+
 @dataclass(frozen=True)
 class AdapterInfo:
     """Where an adapter comes from; what ``mmvq adapters`` prints and the Hub config records.
@@ -125,7 +126,7 @@ def name_problem(name: object, what: str = "adapter name") -> str | None:
     if NAME_RE.match(name):
         return None
     if not name:
-        return f"{what} must be non-empty; use a short lowercase name such as 'image'."
+        return f"{what} must be non-empty; use a short lowercase name such as 'depth'."
     if any(c in name for c in ".:/\\"):
         return (
             f"{what} {name!r} looks like an import path; mmvq never imports by path. Register "

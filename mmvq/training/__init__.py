@@ -5,6 +5,7 @@ module           what it holds
 ===============  =======================================================================
 ``loop``         :func:`train`, :class:`TrainResult`, the step-by-step loop
 ``setup``        everything before the first step (accelerator, optimizers, resume)
+``step``         the pieces of one optimizer step (generator loss, snapshot, history)
 ``inputs``       the data :func:`train` accepts, checked; its DataLoaders
 ``config``       :class:`TrainConfig`, every option
 ``run_dir``      :class:`RunDirectory`, the layout of the run's output directory

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmvq.utils.checks import check_int
+
 if TYPE_CHECKING:  # pragma: no cover
     from mmvq.quantize import SharedCodebook
 
@@ -104,14 +106,7 @@ class AlignmentConfig:
             raise TypeError(
                 f"AlignmentConfig.anchor must be a modality name or '', got {self.anchor!r}"
             )
-        if (
-            isinstance(self.warmup_steps, bool)
-            or not isinstance(self.warmup_steps, int)
-            or self.warmup_steps < 0
-        ):
-            raise ValueError(
-                f"AlignmentConfig.warmup_steps must be an int >= 0, got {self.warmup_steps!r}"
-            )
+        check_int("AlignmentConfig.warmup_steps", self.warmup_steps, minimum=0)
 
     def weight_at(self, step: int) -> float:
         """The loss weight at optimizer step ``step`` (0-based), warm-up included."""

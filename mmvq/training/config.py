@@ -23,6 +23,7 @@ from typing import Any
 
 from mmvq.training.align import AlignmentConfig
 from mmvq.training.balance import BALANCERS, BalancerConfig
+from mmvq.utils.checks import check_bool, check_choice, check_int, check_number, is_int
 from mmvq.utils.configs import check_known_fields, parse_mapping
 
 __all__ = [
@@ -66,8 +67,8 @@ def parse_sub_config(value: Any, cls: type, field_name: str, shorthand: str) -> 
     return cls(**options)
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(line: str) -> dict[str, str]:
+    return {"help": line}
 
 
 @dataclass
@@ -233,39 +234,22 @@ class TrainConfig:
             "max_consecutive_nonfinite": 1,
         }
         for name, low in minimum.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"TrainConfig.{name} must be an int >= {low}, got {value!r}")
-        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool):
+            check_int(f"TrainConfig.{name}", getattr(self, name), minimum=low)
+        if not is_int(self.max_steps):
             raise ValueError(
                 f"TrainConfig.max_steps must be an int (<= 0 to train num_epochs epochs), got "
                 f"{self.max_steps!r}"
             )
         for name in ("per_device_eval_batch_size", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                raise ValueError(f"TrainConfig.{name} must be None or an int >= 1, got {value!r}")
+            check_int(f"TrainConfig.{name}", getattr(self, name), minimum=1, optional=True)
 
     def _check_floats(self) -> None:
         def number(
             name: str, low: float, high: float = math.inf, *, low_open: bool = False
         ) -> None:
-            value = getattr(self, name)
-            ok = (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
+            check_number(
+                f"TrainConfig.{name}", getattr(self, name), low=low, high=high, low_open=low_open
             )
-            ok = ok and (value > low if low_open else value >= low) and value <= high
-            if not ok:
-                bound = f"{'>' if low_open else '>='} {low}" + (
-                    f" and <= {high}" if high < math.inf else ""
-                )
-                raise ValueError(
-                    f"TrainConfig.{name} must be a finite number {bound}, got {value!r}"
-                )
 
         number("learning_rate", 0.0, low_open=True)
         if self.disc_learning_rate is not None:
@@ -291,14 +275,9 @@ class TrainConfig:
             "gan_loss": GAN_LOSSES,
         }
         for name, allowed in choices.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
+            check_choice(f"TrainConfig.{name}", getattr(self, name), allowed)
         for name in ("cpu", "shuffle", "dataloader_drop_last", "adaptive_weight", "tqdm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}"
-                )
+            check_bool(f"TrainConfig.{name}", getattr(self, name))
         if not isinstance(self.report_to, str) or not self.report_to.strip():
             raise ValueError(
                 "TrainConfig.report_to must be a tracker name ('auto', 'none', 'tensorboard', "

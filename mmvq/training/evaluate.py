@@ -101,7 +101,7 @@ def _parse_scorers(
         if not sep or source not in modalities or target not in modalities or source == target:
             raise ValueError(
                 f"translation_scorers key {key!r} must be '<source>-><target>' with two different "
-                f"modalities of the model {list(modalities)}, e.g. 'text->image'"
+                f"modalities of the model {list(modalities)}, e.g. 'depth->sketch'"
             )
         if not callable(fn):
             raise TypeError(

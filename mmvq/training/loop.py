@@ -27,23 +27,30 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mmvq.training.align import alignment_loss
-from mmvq.training.balance import BalanceResult
 from mmvq.training.checkpoint import save_checkpoint
 from mmvq.training.config import TrainConfig
 from mmvq.training.evaluate import Scorer, evaluate
 from mmvq.training.gan import gan_inputs, generator_gan_loss
 from mmvq.training.logs import MetricWindow, append_record
 from mmvq.training.setup import TrainingRun, setup_training
+from mmvq.training.step import (
+    GeneratorLoss,
+    History,
+    Snapshot,
+    all_finite,
+    float_tensors,
+    reduce_param_grads,
+)
 from mmvq.utils.batches import to_device
 from mmvq.utils.metrics import flatten_metrics
 
-__all__ = ["GeneratorLoss", "Loop", "TrainResult", "TrainingError", "train"]
+__all__ = ["Loop", "TrainResult", "TrainingError", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,112 +84,6 @@ class TrainResult:
     balancer: nn.Module | None = None
 
 
-class GeneratorLoss(NamedTuple):
-    """The generator's loss of one micro-step and what it was made of.
-
-    Attributes:
-        out: the model's output.
-        loss: balanced reconstruction + commitment + alignment + GAN generator loss.
-        balance: the balancer's combination (weights, logs).
-        align_log: the alignment loss's statistics (empty when alignment is off).
-        gan_log: the GAN generator losses and adaptive weights (empty before ``gan_start_step``).
-        gan_inputs: ``{modality: (real, fake)}`` for the discriminator step.
-    """
-
-    out: Any
-    loss: Tensor
-    balance: BalanceResult
-    align_log: dict[str, Any]
-    gan_log: dict[str, Tensor]
-    gan_inputs: dict[str, tuple[Tensor, Tensor]]
-
-
-# --------------------------------------------------------------------------- helpers
-class _Snapshot:
-    """Buffers of the model and the balancer's state, to undo a step whose loss is not finite."""
-
-    def __init__(self, model: nn.Module, balancer: nn.Module) -> None:
-        self.model = model
-        self.balancer = balancer
-        self.buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-        self.balancer_state = {k: v.detach().clone() for k, v in balancer.state_dict().items()}
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for name, buf in self.model.named_buffers():
-            buf.copy_(self.buffers[name])
-        self.balancer.load_state_dict(self.balancer_state)
-
-
-def _float_tensors(batch: Any) -> list[Tensor]:
-    """Every floating-point tensor of a (nested) batch."""
-    if isinstance(batch, Tensor):
-        return [batch] if batch.is_floating_point() else []
-    if isinstance(batch, Mapping):
-        return [t for v in batch.values() for t in _float_tensors(v)]
-    return []
-
-
-def _all_finite(accelerator: Any, *values: Tensor | None) -> bool:
-    """Whether every value is finite on every process (one all-reduce when distributed)."""
-    flag = torch.ones((), device=accelerator.device)
-    for v in values:
-        if v is not None:
-            flag = flag * torch.isfinite(v.detach()).all().float().to(flag.device)
-    if accelerator.num_processes > 1:
-        flag = accelerator.reduce(flag, reduction="sum") / accelerator.num_processes
-    return bool(flag >= 1.0)
-
-
-def _reduce_param_grads(accelerator: Any, params: list[nn.Parameter]) -> None:
-    """Average the gradients of parameters outside DDP (the balancer's) over processes."""
-    if accelerator.num_processes <= 1 or not params:
-        return
-    flat = torch.cat(
-        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-    )
-    flat = accelerator.reduce(flat, reduction="mean")
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
-
-
-class _History:
-    """One record per optimizer step: ``step``, ``loss`` (NaN when skipped), ``skipped``.
-
-    The last micro-step's loss is kept on the device (no host sync per step): records hold it
-    until :meth:`flush` (at log steps and at the end) turns them into floats in one sync.
-    """
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.step_loss: Tensor | float = float("nan")
-        self.step_skipped = True
-        self._unflushed: list[dict[str, Any]] = []
-
-    def micro_step(self, loss: Tensor | None) -> None:
-        """Record this micro-step's loss (``None``: skipped)."""
-        self.step_loss = float("nan") if loss is None else loss.detach()
-        self.step_skipped = loss is None
-
-    def end_step(self, step: int) -> None:
-        loss = float("nan") if self.step_skipped else self.step_loss
-        record = {"step": step, "loss": loss, "skipped": self.step_skipped}
-        self.records.append(record)
-        if isinstance(loss, Tensor):
-            self._unflushed.append(record)
-
-    def flush(self) -> None:
-        if not self._unflushed:
-            return
-        values = torch.stack([r["loss"].float().reshape(()) for r in self._unflushed]).tolist()
-        for record, value in zip(self._unflushed, values):
-            record["loss"] = value
-        self._unflushed.clear()
-
-
 # ------------------------------------------------------------------------------ loop
 class Loop:
     """The steps of one training run (see :func:`train`), over a :class:`TrainingRun`.
@@ -200,7 +101,7 @@ class Loop:
         self.state = run.state
         self.window = MetricWindow()
         self.dwa_window = MetricWindow()
-        self.history = _History()
+        self.history = History()
         self.consecutive_nonfinite = 0
         self.progress: Any = None
         self._just_saved = False
@@ -294,21 +195,21 @@ class Loop:
         step = self.state["step"]
         log_step = (step + 1) % cfg.log_every == 0 and acc.sync_gradients
         gan_active = mods.discs is not None and step >= cfg.gan_start_step
-        snapshot = _Snapshot(mods.net, mods.balancer)
+        snapshot = Snapshot(mods.net, mods.balancer)
         # Non-finite inputs never reach the model (its codebook would reject them, or update its
         # statistics with them): all ranks agree and skip the step together.
-        if not _all_finite(acc, *_float_tensors(batch)):
+        if not all_finite(acc, *float_tensors(batch)):
             self._skip_step(snapshot, "non-finite values in the batch")
             return
         with acc.autocast():
             g = self._generator_loss(batch, log_step, gan_active)
-        if not _all_finite(acc, g.loss):
+        if not all_finite(acc, g.loss):
             self._skip_step(snapshot, f"loss {float(g.loss.detach())}")
             return
         self.consecutive_nonfinite = 0
         acc.backward(g.loss)
         if acc.sync_gradients:
-            _reduce_param_grads(acc, [p for p in mods.balancer.parameters() if p.requires_grad])
+            reduce_param_grads(acc, [p for p in mods.balancer.parameters() if p.requires_grad])
             if cfg.max_grad_norm > 0:
                 norm = acc.clip_grad_norm_(mods.model.parameters(), cfg.max_grad_norm)
                 self.window.add("grad_norm/generator", norm)
@@ -374,7 +275,7 @@ class Loop:
         acc, cfg, discs = self.accelerator, self.cfg, self.modules.discs
         detached = {m: (real.detach(), fake.detach()) for m, (real, fake) in inputs.items()}
         d_loss, d_log = discs(detached)
-        if not _all_finite(acc, d_loss):
+        if not all_finite(acc, d_loss):
             discs.zero_grad(set_to_none=True)
             self.window.add("gan/d_nonfinite", 1.0)
             return
@@ -388,7 +289,7 @@ class Loop:
         self.optimizers.discriminator.zero_grad(set_to_none=True)
         self.window.add_all(d_log)
 
-    def _skip_step(self, snapshot: _Snapshot, reason: str) -> None:
+    def _skip_step(self, snapshot: Snapshot, reason: str) -> None:
         """Undo a non-finite micro-step: buffers (codebook) and balancer restored, gradients
         dropped."""
         mods, state = self.modules, self.state

@@ -61,6 +61,15 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _default_modalities() -> str:
+    """The modalities of the default built-in dataset (``DataConfig.builtin``), comma-separated
+    ("" when that dataset is not installed)."""
+    builtin = next(f.default for f in dataclasses.fields(DataConfig) if f.name == "builtin")
+    if builtin not in builtin_dataset_names():
+        return ""
+    return ",".join(get_builtin_dataset(str(builtin)).modalities)
+
+
 @dataclass
 class ModelArguments:
     """How the recipe builds its :class:`mmvq.MultimodalVQ`.
@@ -69,8 +78,11 @@ class ModelArguments:
     """
 
     modalities: str = field(
-        default="image,text",
-        metadata={"help": "Comma-separated modalities (registered adapter names)."},
+        default_factory=_default_modalities,
+        metadata={
+            "help": "Comma-separated modalities (registered adapter names); default: those of "
+            "the built-in dataset."
+        },
     )
     preset: str = field(
         default="cpu-small",
@@ -78,7 +90,10 @@ class ModelArguments:
     )
     adapter_overrides: dict | str | None = field(
         default=None,
-        metadata={"help": 'Adapter config overrides, JSON: \'{"image": {"base_channels": 16}}\'.'},
+        metadata={
+            "help": "Adapter config overrides per modality, JSON: "
+            '\'{"<modality>": {"<field>": value}}\'.'
+        },
     )
     num_codes: int | None = field(default=None, metadata={"help": "Codebook size K."})
     code_dim: int | None = field(default=None, metadata={"help": "Shared code dimension D."})
@@ -108,13 +123,12 @@ class ModelArguments:
         if not names or len(set(names)) != len(names):
             raise ValueError(
                 "ModelArguments.modalities must list distinct modality names, got "
-                f"{self.modalities!r}; "
-                "e.g. 'image,text'"
+                f"{self.modalities!r}; e.g. 'depth,sketch'"
             )
         self.adapter_overrides = parse_mapping(
             self.adapter_overrides,
             "ModelArguments.adapter_overrides",
-            example='image={"base_channels": 16}',
+            example='depth={"base_channels": 16}',
         )
         unknown = sorted(set(self.adapter_overrides) - set(names))
         if unknown:
@@ -216,12 +230,12 @@ def _builtin_option_fields(taken: set[str]) -> list[tuple[str, Any, Any]]:
             if name in taken:
                 continue
             taken.add(name)
-            help_text = f.metadata.get("help", f.name)
+            help_line = f.metadata.get("help", f.name)
             specs.append(
                 (
                     name,
                     hints[f.name] | None,
-                    field(default=None, metadata={"help": f"{help_text} ({dataset_name!r})"}),
+                    field(default=None, metadata={"help": f"{help_line} ({dataset_name!r})"}),
                 )
             )
     return specs
@@ -255,8 +269,8 @@ def _groups() -> list[type]:
 def _load_file(path: str, groups: Sequence[type]) -> dict[str, Any]:
     import yaml
 
-    text = Path(path).read_text()
-    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    content = Path(path).read_text()
+    data = json.loads(content) if path.endswith(".json") else yaml.safe_load(content)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -53,26 +53,26 @@ def from_preset(
     return cls(**{**presets[name], **overrides})
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(value: str) -> Any:
     """A ``key=value`` value: JSON when it parses (numbers, bools, objects), else the string."""
     try:
-        return json.loads(text)
+        return json.loads(value)
     except ValueError:
-        return text
+        return value
 
 
-def _split_pairs(text: str) -> list[str]:
+def _split_pairs(pairs: str) -> list[str]:
     """Split ``a=1,b={"x": 1, "y": 2}`` at top-level commas (not inside braces/brackets)."""
     parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
+    for i, ch in enumerate(pairs):
         if ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
         elif ch == "," and depth == 0:
-            parts.append(text[start:i])
+            parts.append(pairs[start:i])
             start = i + 1
-    parts.append(text[start:])
+    parts.append(pairs[start:])
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -109,22 +109,22 @@ def parse_mapping(
             f"{owner} must be a dict or a string ('{example}' or JSON), got "
             f"{type(value).__name__}: {value!r}"
         )
-    text = value.strip()
-    if not text:
+    string = value.strip()
+    if not string:
         return {}
-    if text.startswith("{"):
+    if string.startswith("{"):
         try:
-            parsed = json.loads(text)
+            parsed = json.loads(string)
         except ValueError as err:
             raise error(f"{owner} is not valid JSON ({err}): {value!r}") from None
         if not isinstance(parsed, dict):
             raise error(f"{owner} must be a JSON object, got {value!r}")
         return parsed
     parse = _parse_value if json_values else str
-    if shorthand is not None and "=" not in text:
-        return {shorthand: parse(text)}
+    if shorthand is not None and "=" not in string:
+        return {shorthand: parse(string)}
     pairs: dict[str, Any] = {}
-    for part in _split_pairs(text):
+    for part in _split_pairs(string):
         key, sep, raw = part.partition("=")
         if not sep or not key.strip():
             raise error(f"{owner}: {part!r} is not key=value; write e.g. '{example}'")
