@@ -20,10 +20,10 @@ Batch keys:
   (unpadded) audio.
 
 ``T`` (``config.num_frames``) is fixed by ``max_seconds``: ``1 + ceil(num_samples / hop)``
-rounded up to a multiple of the encoder's downsampling factor ``f``. Model side: a taming-style :class:`mmvq.nn.convnet.ConvEncoder2d`
-over the ``n_mels x T`` image (downsampling both axes by ``f``); tokens are the
-``(n_mels/f) x (T/f)`` grid in row-major order (mel row, then time column) in ``code_dim``;
-a token is real when its time column covers at least one real frame.
+rounded up to a multiple of the encoder's downsampling factor ``f``. Model side: a taming-style
+:class:`mmvq.nn.convnet.ConvEncoder2d` over the ``n_mels x T`` image (downsampling both axes
+by ``f``); tokens are the ``(n_mels/f) x (T/f)`` grid in row-major order (mel row, then time
+column) in ``code_dim``; a token is real when its time column covers at least one real frame.
 :class:`mmvq.nn.convnet.ConvDecoder2d` maps tokens back to the normalised log-mel.
 :meth:`AudioAdapter.postprocess` inverts it to waveforms with Griffin-Lim
 (:class:`torchaudio.transforms.InverseMelScale` + :class:`torchaudio.transforms.GriffinLim`), or

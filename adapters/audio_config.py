@@ -161,7 +161,8 @@ class AudioAdapterConfig(AdapterConfig):
             or not (0 <= self.f_min < self.sample_rate / 2)
         ):
             raise ValueError(
-                f"{c}.f_min must be in [0, sample_rate/2 = {self.sample_rate / 2}), got {self.f_min!r}."
+                f"{c}.f_min must be in [0, sample_rate/2 = {self.sample_rate / 2}), got "
+                f"{self.f_min!r}."
             )
         if self.f_max is not None and (
             isinstance(self.f_max, bool)
@@ -205,7 +206,8 @@ class AudioAdapterConfig(AdapterConfig):
         if self.n_mels % f:
             raise ValueError(
                 f"{c}.n_mels ({self.n_mels}) must be divisible by the downsampling factor {f} "
-                f"(channel_mult={self.channel_mult}); use e.g. n_mels={self.n_mels - self.n_mels % f + f}."
+                f"(channel_mult={self.channel_mult}); use e.g. "
+                f"n_mels={self.n_mels - self.n_mels % f + f}."
             )
         if min(self.n_mels, self.num_frames) < disc.min_input_size:
             raise ValueError(

@@ -312,7 +312,8 @@ def save_wav(
     if data.ndim == 2:
         if data.shape[0] > MAX_CHANNELS:
             raise AdapterInputError(
-                f"save_wav 'waveform' has shape {tuple(data.shape)}; pass [T] or [C, T] with C <= 2."
+                f"save_wav 'waveform' has shape {tuple(data.shape)}; pass [T] or [C, T] with C <= "
+                "2."
             )
         data = data.T  # soundfile wants [T, C]
     elif data.ndim != 1:

@@ -114,6 +114,58 @@ def _from_numeric(data: Tensor, kind: str, shape: tuple[int, ...]) -> Tensor:
     return data.contiguous()
 
 
+def _from_array(example: np.ndarray) -> Tensor:
+    """A ``[H, W]`` / ``[H, W, C]`` numpy image as ``[C, H, W]``."""
+    shape = tuple(example.shape)
+    if example.ndim == 2:
+        example = example[:, :, None]
+    elif example.ndim != 3:
+        raise _fail(
+            f"numpy array has rank {example.ndim} (shape {shape}); pass one image as [H, W] "
+            "or [H, W, C] (for a batch, pass each image separately)."
+        )
+    channels = example.shape[-1]
+    if channels not in _CHANNELS and example.shape[0] in _CHANNELS:
+        raise _fail(
+            f"numpy array of shape {shape} looks channels-first ({example.shape[0]} first, "
+            f"{channels} last); "
+            "numpy images are [H, W, C]: pass array.transpose(1, 2, 0)."
+        )
+    _check_channels(channels, shape, "numpy array [H, W, C]")
+    if example.dtype == np.bool_ or not (
+        np.issubdtype(example.dtype, np.integer) or np.issubdtype(example.dtype, np.floating)
+    ):
+        raise _fail(
+            f"numpy array dtype {example.dtype} is not supported; pass uint8 (0..255) or "
+            "float (0..1) pixels."
+        )
+    if not example.flags.writeable or not example.flags.c_contiguous:
+        example = np.array(example, copy=True, order="C")  # torch needs writable memory
+    data = torch.from_numpy(example).permute(2, 0, 1)
+    return _from_numeric(data, "numpy array", shape)
+
+
+def _from_tensor(example: Tensor) -> Tensor:
+    """A ``[H, W]`` / ``[C, H, W]`` tensor image as ``[C, H, W]``."""
+    shape = tuple(example.shape)
+    data = example.detach().cpu()
+    if data.dim() == 2:
+        data = data.unsqueeze(0)
+    elif data.dim() != 3:
+        raise _fail(
+            f"tensor has rank {data.dim()} (shape {shape}); pass one image as [C, H, W] or "
+            "[H, W] (for a batch, pass each image separately)."
+        )
+    channels = data.shape[0]
+    if channels not in _CHANNELS and data.shape[-1] in _CHANNELS:
+        raise _fail(
+            f"tensor of shape {shape} looks channels-last; tensors are [C, H, W]: pass "
+            "x.permute(2, 0, 1)."
+        )
+    _check_channels(channels, shape, "tensor [C, H, W]")
+    return _from_numeric(data, "tensor", shape)
+
+
 def load_image(example: Any) -> Tensor:
     """Turn one raw image (see the module docstring) into an RGB tensor ``[3, H, W]``.
 
@@ -134,51 +186,9 @@ def load_image(example: Any) -> Tensor:
             "dict {'bytes': ..., 'path': ...} or the image itself."
         )
     if isinstance(example, np.ndarray):
-        shape = tuple(example.shape)
-        if example.ndim == 2:
-            example = example[:, :, None]
-        elif example.ndim != 3:
-            raise _fail(
-                f"numpy array has rank {example.ndim} (shape {shape}); pass one image as [H, W] "
-                "or [H, W, C] (for a batch, pass each image separately)."
-            )
-        channels = example.shape[-1]
-        if channels not in _CHANNELS and example.shape[0] in _CHANNELS:
-            raise _fail(
-                f"numpy array of shape {shape} looks channels-first ({example.shape[0]} first, "
-                f"{channels} last); "
-                "numpy images are [H, W, C]: pass array.transpose(1, 2, 0)."
-            )
-        _check_channels(channels, shape, "numpy array [H, W, C]")
-        if example.dtype == np.bool_ or not (
-            np.issubdtype(example.dtype, np.integer) or np.issubdtype(example.dtype, np.floating)
-        ):
-            raise _fail(
-                f"numpy array dtype {example.dtype} is not supported; pass uint8 (0..255) or "
-                "float (0..1) pixels."
-            )
-        if not example.flags.writeable or not example.flags.c_contiguous:
-            example = np.array(example, copy=True, order="C")  # torch needs writable memory
-        data = torch.from_numpy(example).permute(2, 0, 1)
-        return _from_numeric(data, "numpy array", shape)
+        return _from_array(example)
     if isinstance(example, Tensor):
-        shape = tuple(example.shape)
-        data = example.detach().cpu()
-        if data.dim() == 2:
-            data = data.unsqueeze(0)
-        elif data.dim() != 3:
-            raise _fail(
-                f"tensor has rank {data.dim()} (shape {shape}); pass one image as [C, H, W] or "
-                "[H, W] (for a batch, pass each image separately)."
-            )
-        channels = data.shape[0]
-        if channels not in _CHANNELS and data.shape[-1] in _CHANNELS:
-            raise _fail(
-                f"tensor of shape {shape} looks channels-last; tensors are [C, H, W]: pass "
-                "x.permute(2, 0, 1)."
-            )
-        _check_channels(channels, shape, "tensor [C, H, W]")
-        return _from_numeric(data, "tensor", shape)
+        return _from_tensor(example)
     raise _fail(f"unsupported type {type(example).__name__} ({example!r:.60}); pass {ACCEPTED}.")
 
 

@@ -123,7 +123,8 @@ class TextAdapter(ModalityAdapter):
         """The tokenizer (after :meth:`load_extra` when the adapter was rebuilt from a config)."""
         if self._tokenizer is None:
             raise AdapterInputError(
-                f"TextAdapter has no tokenizer yet: config.tokenizer={self.config.tokenizer!r} could "
+                f"TextAdapter has no tokenizer yet: config.tokenizer={self.config.tokenizer!r} "
+                "could "
                 f"not be loaded ({self._tokenizer_problem}). Fix: call load_extra(dir) with the "
                 "directory the model was saved to, or build TextAdapter(config, tokenizer=...)."
             )
@@ -200,8 +201,10 @@ class TextAdapter(ModalityAdapter):
                 if not isinstance(value, Tensor) or value.shape != (self.config.max_length,):
                     got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                     raise AdapterInputError(
-                        f"TextAdapter.collate item {i}[{key!r}] is {got}, expected a tensor of shape "
-                        f"({self.config.max_length},); pass the outputs of this adapter's preprocess()."
+                        f"TextAdapter.collate item {i}[{key!r}] is {got}, expected a tensor of "
+                        "shape "
+                        f"({self.config.max_length},); pass the outputs of this adapter's "
+                        "preprocess()."
                     )
         return {
             key: torch.stack([item[key] for item in items])

@@ -71,7 +71,8 @@ class TextAdapterConfig(AdapterConfig):
         decoder_layers: layers of the decoder head.
         latent_tokens: ``0``: one code token per position (``N = max_length``, mask = attention
             mask); ``M > 0``: ``M`` learned queries cross-attend to the sequence (``N = M``).
-        cross_layers: cross-attention layers of the latent pooling (used when ``latent_tokens > 0``).
+        cross_layers: cross-attention layers of the latent pooling (used when
+            ``latent_tokens > 0``).
         dropout: dropout inside the transformers.
     """
 

@@ -58,7 +58,8 @@ def resolve_tokenizer(tokenizer: TokenizerLike) -> PreTrainedTokenizerBase:
     Never downloads: names go through ``AutoTokenizer.from_pretrained(..., local_files_only=True)``.
 
     Raises:
-        AdapterInputError: the name or path is not available offline, or the value has the wrong type.
+        AdapterInputError: the name or path is not available offline, or the value has the wrong
+            type.
     """
     if isinstance(tokenizer, PreTrainedTokenizerBase):
         return tokenizer
@@ -79,8 +80,10 @@ def resolve_tokenizer(tokenizer: TokenizerLike) -> PreTrainedTokenizerBase:
             f"tokenizer={tokenizer!r} is not available offline: it is neither a local directory "
             "holding tokenizer files nor in the local Hugging Face cache, and mmvq never downloads "
             "anything (the library runs offline). Fix: pass a local path to a directory written by "
-            "tokenizer.save_pretrained(...), pass a tokenizer instance (TextAdapter(tokenizer=tok)), "
-            f"train one with mmvq_adapters.text_utils.train_bpe_tokenizer(texts, vocab_size), or use "
+            "tokenizer.save_pretrained(...), pass a tokenizer instance "
+            "(TextAdapter(tokenizer=tok)), "
+            "train one with mmvq_adapters.text_utils.train_bpe_tokenizer(texts, vocab_size), or "
+            "use "
             f"the built-in tokenizer={BUILTIN_BYT5!r}. (Loader said: {type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''})"
         ) from err
@@ -155,7 +158,8 @@ def train_bpe_tokenizer(
     if bad:
         i = bad[0]
         raise AdapterInputError(
-            f"train_bpe_tokenizer(texts=...) item {i} is {corpus[i]!r} ({type(corpus[i]).__name__}); "
+            f"train_bpe_tokenizer(texts=...) item {i} is {corpus[i]!r} "
+            f"({type(corpus[i]).__name__}); "
             "every item must be a str; convert or drop the non-string items."
         )
     if not any(t.strip() for t in corpus):
@@ -166,7 +170,8 @@ def train_bpe_tokenizer(
     minimum = len(alphabet) + len(special_tokens)
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < minimum:
         raise AdapterInputError(
-            f"train_bpe_tokenizer(vocab_size={vocab_size!r}) is too small: a byte-level BPE needs at "
+            f"train_bpe_tokenizer(vocab_size={vocab_size!r}) is too small: a byte-level BPE needs "
+            "at "
             f"least {minimum} ids ({len(alphabet)} bytes + {len(special_tokens)} specials); "
             f"pass vocab_size >= {minimum} (e.g. 512)."
         )

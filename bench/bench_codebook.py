@@ -52,6 +52,11 @@ QUICK_SHAPES = [(2048, 256, 8192), (8192, 64, 1024)]
 TOKENS_PER_SAMPLE = 256  # z is fed as [N / 256, 256, D]
 
 
+def _mb(value: float | None) -> str:
+    """A memory figure in MB for the table (``n/a`` when not measured)."""
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -195,11 +200,10 @@ def main() -> None:
         ratios.append(round(ratio, 3))
         speedups.append(round(speedup, 3))
         peaks.append(round(peak["mmvq"], 1))
-        fmt = lambda v: "n/a" if v is None else f"{v:.1f}"
         print(
             f"{f'{n} x {d}, {k}':>22} | {med['mmvq']:8.4f} {med['gemm']:8.4f} {med['vqpt']:8.4f} | "
-            f"{ratio:9.3f} {speedup:9.3f} | {fmt(peak['mmvq']):>12} {fmt(peak['gemm']):>8} "
-            f"{fmt(peak['vqpt']):>8}"
+            f"{ratio:9.3f} {speedup:9.3f} | {_mb(peak['mmvq']):>12} {_mb(peak['gemm']):>8} "
+            f"{_mb(peak['vqpt']):>8}"
         )
     print("targets: mmvq/gemm <= 1.3, vqpt/mmvq >= 3")
     print(

@@ -4,7 +4,8 @@ Every variant trains on the same collated batch of the built-in shapes data (the
 model), in one process with the same torch threads, with AdamW and gradient clipping:
 
 * ``train_step``: one real optimizer step of :func:`mmvq.train`'s loop (``Loop.micro_step`` +
-  ``Loop.end_of_step``, built by the same setup code as ``train``; the GAN head off unless ``--gan``;
+  ``Loop.end_of_step``, built by the same setup code as ``train``; the GAN head off unless
+  ``--gan``;
   no evaluation or checkpoints; logging every ``--log_every`` steps as in the recipe): the
   model's forward (adapters, the shared codebook with its EMA update and statistics, masks,
   modality dropout, the fusion decoder, losses), the balancer, the finiteness checks and NaN
@@ -139,6 +140,148 @@ def _loop(
     return loop, step
 
 
+def _model_step(model, balancer, batch):
+    """The model and the balancer, without the loop's machinery."""
+    g_opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def model_step() -> None:
+        out = model(batch)
+        loss = balancer.combine(dict(out.rec_loss_mean)).loss + sum(out.vq_loss.values())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        g_opt.step()
+        g_opt.zero_grad(set_to_none=True)
+
+    return model_step
+
+
+def _bare_steps(model, batch, modalities, all_visible):
+    """The bare networks: encoders -> (fusion trunk) -> decoders, plain reconstruction losses."""
+    adapters = [model.adapters[m] for m in modalities]
+    adapter_params = [p for a in adapters for p in a.parameters()]
+    fused_params = adapter_params + list(model.decoder.parameters())
+    fused_opt = torch.optim.AdamW(fused_params, lr=1e-4)
+    adapters_opt = torch.optim.AdamW(adapter_params, lr=1e-4)
+
+    def bare_fused_step() -> None:
+        tokens = {m: a.encode(batch[m]) for m, a in zip(modalities, adapters)}
+        h = model.decoder(
+            {m: t.z for m, t in tokens.items()},
+            all_visible,
+            {m: t.mask for m, t in tokens.items()},
+            modalities,
+        )
+        loss = 0.0
+        for m, a in zip(modalities, adapters):
+            loss = loss + a.reconstruction_loss(batch[m], a.decode(h[m], batch[m])).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(fused_params, 1.0)
+        fused_opt.step()
+        fused_opt.zero_grad(set_to_none=True)
+
+    def bare_adapters_step() -> None:
+        loss = 0.0
+        for m, a in zip(modalities, adapters):
+            recon = a.decode(a.encode(batch[m]).z, batch[m])
+            loss = loss + a.reconstruction_loss(batch[m], recon).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter_params, 1.0)
+        adapters_opt.step()
+        adapters_opt.zero_grad(set_to_none=True)
+
+    return bare_fused_step, bare_adapters_step
+
+
+def _component_steps(model, batch, modalities, all_visible):
+    """The codebook and the fusion trunk alone (forward + backward on fixed encoder outputs)."""
+    with torch.no_grad():
+        tokens = {m: model.adapters[m].encode(batch[m]) for m in modalities}
+    z = {m: t.z.detach().requires_grad_(True) for m, t in tokens.items()}
+    masks = {m: t.mask for m, t in tokens.items()}
+
+    def codebook_step() -> None:
+        q = model.codebook(z, masks)
+        (sum(v.float().sum() for v in q.z_q.values()) + sum(q.loss.values())).backward()
+
+    def fusion_step() -> None:
+        h = model.decoder(z, all_visible, masks, modalities)
+        sum(v.float().sum() for v in h.values()).backward()
+
+    return codebook_step, fusion_step
+
+
+def _profile(loop_step, batch) -> None:
+    for _ in range(3):
+        loop_step(batch)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            loop_step(batch)
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=40))
+
+
+def _timings(variants, args, device) -> dict[str, list[float]]:
+    """Interleaved rounds; a warm-up step right before each variant's timed steps."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(args.rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            _time(variants[name], args.warmup if r == 0 else 1, device)
+            times[name] += _time(variants[name], args.per_round, device)
+    return times
+
+
+_WHAT = {
+    "train_step": "mmvq.train's real generator step (loop machinery included)",
+    "model_step": "model(batch) + balancer + backward + clip + AdamW",
+    "bare_fused": "encoders -> fusion trunk (z, no VQ) -> decoders, rec losses",
+    "bare_adapters": "encoders -> decoders, rec losses (no trunk)",
+    "codebook": "shared codebook alone, fwd+bwd",
+    "fusion": "fusion trunk alone, fwd+bwd",
+    "train_step_gan": "real step with the GAN head (generator + discriminator)",
+}
+
+
+def _report(times, med, recipe, model, loop, args, device) -> None:
+    ratio_fused = med["train_step"] / med["bare_fused"]
+    ratio_adapters = med["train_step"] / med["bare_adapters"]
+    print(
+        f"model: {recipe.model.preset} preset with the default recipe's overrides; "
+        f"tokens per sample {model.num_tokens()}; codebook K={model.config.codebook.num_codes}; "
+        f"fusion dim={model.config.decoder.dim} depth={model.config.decoder.depth}; "
+        f"balancer={recipe.train.balancer.name}; alignment weight={recipe.train.alignment.weight}; "
+        f"log_every={loop.cfg.log_every}; GAN {'timed separately' if args.gan else 'off'}"
+    )
+    print(
+        f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
+        f"rounds={args.rounds} timed steps per variant={args.rounds * args.per_round}"
+    )
+    print(f"{'variant':<15}{'median ms':>11}{'min ms':>9}{'max ms':>9}  what")
+    for name, t in times.items():
+        print(
+            f"{name:<15}{med[name]:>11.1f}{min(t) * 1e3:>9.1f}{max(t) * 1e3:>9.1f}  {_WHAT[name]}"
+        )
+    loop_overhead = med["train_step"] - med["model_step"]
+    model_overhead = med["model_step"] - med["bare_fused"]
+    print(
+        f"breakdown: trunk adds {med['bare_fused'] - med['bare_adapters']:.1f} ms to the adapters; "
+        f"mmvq's model forward (codebook, masks, dropout, bookkeeping) adds {model_overhead:.1f} "
+        "ms "
+        f"(codebook alone {med['codebook']:.1f} ms); the training loop's machinery adds "
+        f"{loop_overhead:.1f} ms"
+    )
+    print(
+        f"(a) train_step / bare_fused    = {ratio_fused:.3f}  "
+        f"(target <= {TARGET}: {'met' if ratio_fused <= TARGET else 'NOT met'})"
+    )
+    print(
+        f"(b) train_step / bare_adapters = {ratio_adapters:.3f}  (informational: includes the "
+        "fusion trunk)"
+    )
+
+
 def main() -> None:
     warnings.filterwarnings("ignore")
     args = _args()
@@ -169,71 +312,15 @@ def main() -> None:
         model(batch)  # k-means initialisation of the codebook happens once, outside the timing
         loop.modules.net(batch)
 
-    # ---- model_step: the model and the balancer, without the loop's machinery
     balancer = build_balancer(recipe.train.balancer, model.modalities).to(device)
-    g_opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def model_step() -> None:
-        out = model(batch)
-        loss = balancer.combine(dict(out.rec_loss_mean)).loss + sum(out.vq_loss.values())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        g_opt.step()
-        g_opt.zero_grad(set_to_none=True)
-
-    # ---- the bare networks: encoders -> (fusion trunk) -> decoders, plain reconstruction losses
-    adapters = [model.adapters[m] for m in modalities]
-    adapter_params = [p for a in adapters for p in a.parameters()]
-    fused_params = adapter_params + list(model.decoder.parameters())
-    fused_opt = torch.optim.AdamW(fused_params, lr=1e-4)
-    adapters_opt = torch.optim.AdamW(adapter_params, lr=1e-4)
     all_visible = {
         m: torch.ones(args.batch_size, dtype=torch.bool, device=device) for m in modalities
     }
-
-    def bare_fused_step() -> None:
-        tokens = {m: a.encode(batch[m]) for m, a in zip(modalities, adapters)}
-        h = model.decoder(
-            {m: t.z for m, t in tokens.items()},
-            all_visible,
-            {m: t.mask for m, t in tokens.items()},
-            modalities,
-        )
-        loss = 0.0
-        for m, a in zip(modalities, adapters):
-            loss = loss + a.reconstruction_loss(batch[m], a.decode(h[m], batch[m])).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(fused_params, 1.0)
-        fused_opt.step()
-        fused_opt.zero_grad(set_to_none=True)
-
-    def bare_adapters_step() -> None:
-        loss = 0.0
-        for m, a in zip(modalities, adapters):
-            recon = a.decode(a.encode(batch[m]).z, batch[m])
-            loss = loss + a.reconstruction_loss(batch[m], recon).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter_params, 1.0)
-        adapters_opt.step()
-        adapters_opt.zero_grad(set_to_none=True)
-
-    # ---- components alone (forward + backward on fixed encoder outputs)
-    with torch.no_grad():
-        tokens = {m: model.adapters[m].encode(batch[m]) for m in modalities}
-    z = {m: t.z.detach().requires_grad_(True) for m, t in tokens.items()}
-    masks = {m: t.mask for m, t in tokens.items()}
-
-    def codebook_step() -> None:
-        q = model.codebook(z, masks)
-        (sum(v.float().sum() for v in q.z_q.values()) + sum(q.loss.values())).backward()
-
-    def fusion_step() -> None:
-        h = model.decoder(z, all_visible, masks, modalities)
-        sum(v.float().sum() for v in h.values()).backward()
-
+    bare_fused_step, bare_adapters_step = _bare_steps(model, batch, modalities, all_visible)
+    codebook_step, fusion_step = _component_steps(model, batch, modalities, all_visible)
     variants = {
         "train_step": lambda: loop_step(batch),
-        "model_step": model_step,
+        "model_step": _model_step(model, balancer, batch),
         "bare_fused": bare_fused_step,
         "bare_adapters": bare_adapters_step,
         "codebook": codebook_step,
@@ -246,70 +333,16 @@ def main() -> None:
         with torch.no_grad():
             gan_loop.modules.net(batch)
         variants["train_step_gan"] = lambda: gan_step(batch)
-
     if args.profile:
-        for _ in range(3):
-            loop_step(batch)
-        from torch.profiler import ProfilerActivity, profile
+        _profile(loop_step, batch)
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(5):
-                loop_step(batch)
-        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=40))
-
-    # ---- interleaved rounds; a warm-up step right before each variant's timed steps
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(args.rounds):
-        order = names if r % 2 == 0 else names[::-1]
-        for name in order:
-            _time(variants[name], args.warmup if r == 0 else 1, device)
-            times[name] += _time(variants[name], args.per_round, device)
-
+    times = _timings(variants, args, device)
     med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    _report(times, med, recipe, model, loop, args, device)
     ratio_fused = med["train_step"] / med["bare_fused"]
-    ratio_adapters = med["train_step"] / med["bare_adapters"]
-    print(
-        f"model: {recipe.model.preset} preset with the default recipe's overrides; "
-        f"tokens per sample {model.num_tokens()}; codebook K={model.config.codebook.num_codes}; "
-        f"fusion dim={model.config.decoder.dim} depth={model.config.decoder.depth}; "
-        f"balancer={recipe.train.balancer.name}; alignment weight={recipe.train.alignment.weight}; "
-        f"log_every={loop.cfg.log_every}; GAN {'timed separately' if args.gan else 'off'}"
-    )
-    print(
-        f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
-        f"rounds={args.rounds} timed steps per variant={args.rounds * args.per_round}"
-    )
-    print(f"{'variant':<15}{'median ms':>11}{'min ms':>9}{'max ms':>9}  what")
-    what = {
-        "train_step": "mmvq.train's real generator step (loop machinery included)",
-        "model_step": "model(batch) + balancer + backward + clip + AdamW",
-        "bare_fused": "encoders -> fusion trunk (z, no VQ) -> decoders, rec losses",
-        "bare_adapters": "encoders -> decoders, rec losses (no trunk)",
-        "codebook": "shared codebook alone, fwd+bwd",
-        "fusion": "fusion trunk alone, fwd+bwd",
-        "train_step_gan": "real step with the GAN head (generator + discriminator)",
-    }
-    for name, t in times.items():
-        print(f"{name:<15}{med[name]:>11.1f}{min(t) * 1e3:>9.1f}{max(t) * 1e3:>9.1f}  {what[name]}")
-    loop_overhead = med["train_step"] - med["model_step"]
-    model_overhead = med["model_step"] - med["bare_fused"]
-    print(
-        f"breakdown: trunk adds {med['bare_fused'] - med['bare_adapters']:.1f} ms to the adapters; "
-        f"mmvq's model forward (codebook, masks, dropout, bookkeeping) adds {model_overhead:.1f} ms "
-        f"(codebook alone {med['codebook']:.1f} ms); the training loop's machinery adds "
-        f"{loop_overhead:.1f} ms"
-    )
-    print(
-        f"(a) train_step / bare_fused    = {ratio_fused:.3f}  "
-        f"(target <= {TARGET}: {'met' if ratio_fused <= TARGET else 'NOT met'})"
-    )
-    print(
-        f"(b) train_step / bare_adapters = {ratio_adapters:.3f}  (informational: includes the fusion trunk)"
-    )
     figures = {
         "ratio_vs_bare_fused": round(ratio_fused, 4),
-        "ratio_vs_bare_adapters": round(ratio_adapters, 4),
+        "ratio_vs_bare_adapters": round(med["train_step"] / med["bare_adapters"], 4),
         "target": TARGET,
         "target_met": ratio_fused <= TARGET,
         **{f"{name}_ms": round(v, 2) for name, v in med.items()},

@@ -1,7 +1,8 @@
 """mmvq: multimodal fusion through one shared vector-quantized codebook.
 
 Public names are imported lazily so that ``import mmvq`` stays cheap and never touches plugin
-entry points (those load on the first registry lookup).
+entry points (those load on the first registry lookup). ``mmvq.train`` is the training function
+(:func:`mmvq.training.train`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "AdapterConfig": "mmvq.adapter",
     "AdapterInputError": "mmvq.adapter",
     "BadInput": "mmvq.adapter",
+    "DataColumn": "mmvq.adapter",
     "Tokens": "mmvq.adapter",
     # registry
     "register_adapter": "mmvq.registry",
@@ -45,7 +47,35 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "mmvq.training",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "AdapterConfig",
+    "AdapterInputError",
+    "BadInput",
+    "CodebookConfig",
+    "DataColumn",
+    "DataConfig",
+    "FusionDecoder",
+    "FusionDecoderConfig",
+    "ModalityAdapter",
+    "MultimodalCollator",
+    "MultimodalDataset",
+    "MultimodalVQ",
+    "MultimodalVQConfig",
+    "MultimodalVQOutput",
+    "QuantizerOutput",
+    "SharedCodebook",
+    "Tokens",
+    "TrainConfig",
+    "UnknownAdapterError",
+    "__version__",
+    "adapter_info",
+    "get_adapter",
+    "list_adapters",
+    "load_data",
+    "register_adapter",
+    "train",
+    "validate_dataset",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -62,7 +92,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+    from mmvq.adapter import (
+        AdapterConfig,
+        AdapterInputError,
+        BadInput,
+        DataColumn,
+        ModalityAdapter,
+        Tokens,
+    )
     from mmvq.data import (
         DataConfig,
         MultimodalCollator,

@@ -144,8 +144,10 @@ class FusionDecoder(nn.Module):
                 z = z_q[m]
                 if z.shape[1] != n:
                     raise ValueError(
-                        f"modality {m!r} has {z.shape[1]} tokens but the decoder layout expects {n}; "
-                        "an adapter's encode must return num_tokens() tokens (pad and mask the rest)"
+                        f"modality {m!r} has {z.shape[1]} tokens but the decoder layout expects "
+                        f"{n}; "
+                        "an adapter's encode must return num_tokens() tokens (pad and mask the "
+                        "rest)"
                     )
                 vis = visible[m].to(device=device, dtype=torch.bool)
                 x = torch.where(vis[:, None, None], self.in_proj(z.to(dtype)), mask_tok)

@@ -1,5 +1,5 @@
-"""Training checkpoints (mmvq/training/checkpoint.py): resume equivalence after a crash, atomic writes,
-keep-last-k, and resuming into a model of another shape."""
+"""Training checkpoints (mmvq/training/checkpoint.py): resume equivalence after a crash, atomic
+writes, keep-last-k, and resuming into a model of another shape."""
 
 from __future__ import annotations
 

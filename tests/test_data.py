@@ -1,4 +1,5 @@
-"""Tests of the mmvq.data package: loading, column mapping, validation, torch datasets and collation.
+"""Tests of the mmvq.data package: loading, column mapping, validation, torch datasets and
+collation.
 
 The adapters here are small real ones written for these tests (an image-ish one taking PIL /
 paths / ``{"path", "bytes"}``, a byte-level text one with padding, a wav one read with soundfile).
@@ -112,7 +113,8 @@ class ByteTextAdapter(ModalityAdapter):
     def preprocess(self, example: Any) -> dict[str, Tensor]:
         if not isinstance(example, str):
             raise AdapterInputError(
-                f"text: expected a str, got {type(example).__name__} ({example!r:.40}); map the column to text"
+                f"text: expected a str, got {type(example).__name__} ({example!r:.40}); map the "
+                "column to text"
             )
         ids = (
             torch.tensor(list(example.encode("utf-8"))[: self.config.max_length], dtype=torch.long)
@@ -546,7 +548,8 @@ def test_dataset_wraps_adapter_errors_with_row_and_column():
         torch_ds[1]
     with pytest.raises(
         DataError,
-        match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: \['n'\]\. Set --text_column",
+        match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: "
+        r"\['n'\]\. Set --text_column",
     ):
         MultimodalDataset(hf_dataset({"n": [1]}), ads, {"text": "caption"})
     with pytest.raises(DataError, match=r"maps modalities \['image'\] that have no adapter"):
@@ -614,7 +617,8 @@ def test_validate_dataset_catches_each_problem():
 
     with pytest.raises(
         DataError,
-        match=r"column 'text' \(modality 'text'\) is not in the dataset; available columns: \['caption', 'image'\]\. Set --text_column",
+        match=r"column 'text' \(modality 'text'\) is not in the dataset; available columns: "
+        r"\['caption', 'image'\]\. Set --text_column",
     ):
         validate_dataset(
             good, {"image": "image", "text": "text"}, ads, batch_size=2, drop_last=False
@@ -638,7 +642,8 @@ def test_validate_dataset_catches_each_problem():
 
     with pytest.raises(
         DataError,
-        match=r"batch_size=8 is larger than the dataset \(3 rows\) and drop_last=True.*at most 3.*drop_last=False",
+        match=r"batch_size=8 is larger than the dataset \(3 rows\) and drop_last=True.*at most 3"
+        r".*drop_last=False",
     ):
         validate_dataset(good, cmap, ads, batch_size=8, drop_last=True)
     assert validate_dataset(good, cmap, ads, batch_size=8, drop_last=False).num_rows == 3
@@ -672,7 +677,8 @@ def test_validate_stream():
         )
     with pytest.raises(
         DataError,
-        match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: \['text'\]",
+        match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: "
+        r"\['text'\]",
     ):
         validate_dataset(_stream(3, 1), {"text": "caption"}, ads, batch_size=4, drop_last=True)
 

@@ -1,4 +1,5 @@
-"""Evaluation (mmvq/training/evaluate.py): metrics checked against direct computations on the same model."""
+"""Evaluation (mmvq/training/evaluate.py): metrics checked against direct computations on the same
+model."""
 
 from __future__ import annotations
 

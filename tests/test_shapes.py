@@ -1,4 +1,5 @@
-"""Tests of mmvq_adapters.shapes: the built-in generated "shapes" dataset and its text->image score."""
+"""Tests of mmvq_adapters.shapes: the built-in generated "shapes" dataset and its text->image
+score."""
 
 from __future__ import annotations
 

@@ -80,7 +80,8 @@ def test_short_run_writes_samples_metrics_logs_and_checkpoints(tmp_path, data):
 
     for step in (2, 4):
         grid = Image.open(out / "samples" / f"step-{step}" / "image.png")
-        # 4 rows (examples) x 3 columns (original | reconstruction | from_text) of 16 px + 2 px padding
+        # 4 rows (examples) x 3 columns (original | reconstruction | from_text) of 16 px, 2 px
+        # padding
         assert grid.size == (3 * 18 + 2, 4 * 18 + 2)
         lines = (out / "samples" / f"step-{step}" / "text.txt").read_text().splitlines()
         assert lines[0] == "# original -> reconstruction -> from_image" and len(lines) == 5

@@ -34,7 +34,7 @@ def tiny_model(
     restart_every: int = 3,
     image: dict[str, Any] | None = None,
 ) -> MultimodalVQ:
-    """Image (16 px) + text (byte tokens) adapters, a 64-code codebook and a 1-layer fusion trunk."""
+    """Image (16 px) + text (byte tokens) adapters, a 64-code codebook, a 1-layer fusion trunk."""
     torch.manual_seed(seed)
     image_cfg = dict(
         resolution=16,
@@ -113,7 +113,8 @@ def reset_accelerate() -> None:
 
 @pytest.fixture(autouse=True, name="clean_accelerate")
 def clean_accelerate() -> Iterator[None]:
-    """Autouse in the modules that import it: each test starts (and ends) with fresh accelerate state."""
+    """Autouse in the modules that import it: each test starts (and ends) with fresh accelerate
+    state."""
     reset_accelerate()
     warnings.filterwarnings("ignore", message=".*TextTruncation.*")
     yield

@@ -1,4 +1,5 @@
-"""Cross-modal code matching (CMCM): pull paired samples of different modalities onto the same codes.
+"""Cross-modal code matching (CMCM): pull paired samples of different modalities onto the same
+codes.
 
 After Liu et al., "Cross-Modal Discrete Representation Learning" (ACL 2022). For each sample and
 modality, a *code distribution* over the K codes is the mean, over the sample's real tokens, of a
@@ -144,7 +145,8 @@ def code_distributions(
     """
     if z.dim() != 3 or token_mask.shape != z.shape[:2]:
         raise ValueError(
-            f"code_distributions expects z [B, N, D] and token_mask [B, N], got {tuple(z.shape)} and "
+            f"code_distributions expects z [B, N, D] and token_mask [B, N], got {tuple(z.shape)} "
+            "and "
             f"{tuple(token_mask.shape)}"
         )
     if scale not in SCALES:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
+
+from mmvq.utils import distributed
 
 __all__ = [
     "BalancerConfig",
@@ -44,7 +45,8 @@ class BalancerConfig:
 
     Attributes:
         name: ``static`` | ``uncertainty`` | ``gradnorm`` | ``dwa``.
-        weights: static weights (``static``) or initial weights (others); missing modalities weigh 1.
+        weights: static weights (``static``) or initial weights (others); missing modalities
+            weigh 1.
         gradnorm_alpha: GradNorm's asymmetry ``alpha`` (0 equalises gradient norms).
         gradnorm_lr: learning rate of GradNorm's weights (their own Adam optimizer).
         dwa_temperature: DWA's softmax temperature ``T``.
@@ -59,7 +61,8 @@ class BalancerConfig:
     def __post_init__(self) -> None:
         if self.name not in BALANCERS:
             raise ValueError(
-                f"BalancerConfig.name={self.name!r} is not a balancer; choose one of {sorted(BALANCERS)}"
+                f"BalancerConfig.name={self.name!r} is not a balancer; choose one of "
+                f"{sorted(BALANCERS)}"
             )
         for m, w in self.weights.items():
             if (
@@ -98,7 +101,8 @@ class BalanceResult(NamedTuple):
 
 
 def grad_norms(losses: Mapping[str, Tensor], params: Sequence[Tensor]) -> dict[str, float]:
-    """L2 norm of each loss's gradient on ``params`` (the shared layer), without touching ``.grad``."""
+    """L2 norm of each loss's gradient on ``params`` (the shared layer), without touching
+    ``.grad``."""
     params = [p for p in params if p.requires_grad]
     norms = {}
     for m, loss in losses.items():
@@ -267,7 +271,7 @@ class GradNormBalancer(ModalityBalancer):
                 local[i] = 1.0
                 loss_sum[i] = losses[m].detach().float()
         stats = torch.cat([loss_sum, local])
-        _all_reduce(stats)
+        distributed.all_reduce_(stats)
         counts = stats[n:]
         seen = counts > 0
         mean_loss = stats[:n] / counts.clamp_min(1)
@@ -288,8 +292,8 @@ class GradNormBalancer(ModalityBalancer):
             gn_loss = ((weighted - target).abs() * local).sum()
             (grad_w,) = torch.autograd.grad(gn_loss, w)
             grad_w = grad_w.detach().clone()
-            if _all_reduce(grad_w):
-                grad_w /= dist.get_world_size()
+            if distributed.is_distributed():
+                grad_w = distributed.all_reduce_(grad_w) / distributed.world_size()
             self._adam_step(grad_w)
             log["balance/gradnorm_loss"] = float(gn_loss.detach())
 
@@ -314,14 +318,6 @@ class GradNormBalancer(ModalityBalancer):
         self.task_weights.sub_(self.config.gradnorm_lr * m_hat / (v_hat.sqrt() + eps))
         self.task_weights.clamp_(min=1e-3)
         self.task_weights.mul_(len(self.modalities) / self.task_weights.sum())
-
-
-def _all_reduce(tensor: Tensor) -> bool:
-    """Sum ``tensor`` across ranks in place; False (and nothing done) outside distributed runs."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor)
-        return True
-    return False
 
 
 class DWABalancer(ModalityBalancer):

@@ -1,9 +1,10 @@
 """`TrainConfig`: every option of :func:`mmvq.train`, validated at construction.
 
 The config is a flat dataclass that ``transformers.HfArgumentParser`` turns into CLI flags (and
-reads from YAML/JSON), except for two nested groups, :class:`~mmvq.training.balance.BalancerConfig` and
-:class:`~mmvq.training.align.AlignmentConfig`. On the command line each nested group is one flag that takes
-a short form, ``key=value`` pairs or a JSON object::
+reads from YAML/JSON), except for two nested groups,
+:class:`~mmvq.training.balance.BalancerConfig` and :class:`~mmvq.training.align.AlignmentConfig`.
+On the command line each nested group is one flag that takes a short form, ``key=value`` pairs or
+a JSON object::
 
     --balancer gradnorm
     --balancer 'name=static,weights={"image": 1.0, "text": 2.0}'   # (JSON for the dict)

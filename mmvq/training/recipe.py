@@ -141,7 +141,8 @@ def _print_summary(result: TrainResult, final: Path) -> None:
     print(f"Outputs in {out.root.resolve()}:")
     print(f"  metrics      {out.metrics}")
     print(
-        f"  samples      {out.samples_root} (one folder per evaluation: PNG grids, .txt and .wav files)"
+        f"  samples      {out.samples_root} (one folder per evaluation: PNG grids, .txt and .wav "
+        "files)"
     )
     print(f"  checkpoints  {out.checkpoints} (resume with --resume_from_checkpoint latest)")
     print(f"  logs         {out.train_log} and {out.logs} (tensorboard --logdir {out.logs})")

@@ -82,7 +82,7 @@ class RunDirectory:
         return self.checkpoints / f"checkpoint-{step}"
 
     def checkpoint_tmp(self, step: int) -> Path:
-        """``checkpoints/checkpoint-<step>.tmp``: where a checkpoint is written before the rename."""
+        """``checkpoints/checkpoint-<step>.tmp``: where a checkpoint is written, then renamed."""
         return self.checkpoints / f"checkpoint-{step}.tmp"
 
     def list_checkpoints(self) -> list[tuple[int, Path]]:
