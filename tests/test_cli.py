@@ -1,4 +1,4 @@
-"""The `mmvq` subcommands train / eval / encode / decode / generate / push (mmvq/cli.py).
+"""The `mmvq` subcommands train / eval / encode / decode / generate / push (mmvq/cli/).
 
 Commands run in-process through ``mmvq.cli.main`` on tiny models saved to a temp dir; one test
 runs the installed console script in a subprocess. Pushes go to the loopback Hub over HTTP.

@@ -1,4 +1,4 @@
-"""The model card (README.md) written by save_pretrained / push_to_hub (mmvq/model_card.py)."""
+"""The model card (README.md) written by save_pretrained / push_to_hub (mmvq/hub/model_card.py)."""
 
 from __future__ import annotations
 

@@ -29,3 +29,27 @@ def test_from_preset_applies_overrides_and_rejects_unknowns():
         from_preset(_Cfg, presets, "tiny", {})
     with pytest.raises(ValueError, match=r"unknown override\(s\) \['q'\]"):
         from_preset(_Cfg, presets, "big", {"q": 1})
+
+
+def test_parse_mapping_reads_dicts_json_and_pairs_with_nested_values():
+    from mmvq.utils.configs import parse_mapping
+
+    assert parse_mapping(None, "O") == {} and parse_mapping("  ", "O") == {}
+    assert parse_mapping({"a": 1}, "O") == {"a": 1}
+    assert parse_mapping('{"a": [1, 2]}', "O") == {"a": [1, 2]}
+    # values parse as JSON when they can; commas inside braces do not split pairs
+    assert parse_mapping('name=static,weights={"x": 1, "y": 2},n=3,s=abc', "O") == {
+        "name": "static",
+        "weights": {"x": 1, "y": 2},
+        "n": 3,
+        "s": "abc",
+    }
+    assert parse_mapping("col=2019,b=", "O", json_values=False) == {"col": "2019", "b": ""}
+    assert parse_mapping("gradnorm", "O", shorthand="name") == {"name": "gradnorm"}
+    with pytest.raises(ValueError, match=r"^O: 'x' is not key=value; write e.g. 'k=v'$"):
+        parse_mapping("a=1,x", "O", example="k=v")
+    with pytest.raises(KeyError, match="is not valid JSON"):
+        parse_mapping("{bad", "O", error=KeyError)
+    assert parse_mapping("[1]", "O", shorthand="k") == {"k": [1]}  # a bare JSON value
+    with pytest.raises(TypeError, match="must be a dict or a string"):
+        parse_mapping(3, "O")

@@ -1,4 +1,4 @@
-"""Write evaluation samples a person can look at, by the type of the adapters' outputs.
+"""Write evaluation samples a person can look at, in the format each adapter declares.
 
 The core knows no modality by name: what it writes is the format the adapter declares
 (:attr:`~mmvq.adapter.ModalityAdapter.sample_format`) or, when it declares none, the type of what

@@ -114,12 +114,9 @@ def parse_mapping(
         return {}
     if string.startswith("{"):
         try:
-            parsed = json.loads(string)
+            return json.loads(string)  # text opening with "{" is an object or invalid
         except ValueError as err:
             raise error(f"{owner} is not valid JSON ({err}): {value!r}") from None
-        if not isinstance(parsed, dict):
-            raise error(f"{owner} must be a JSON object, got {value!r}")
-        return parsed
     parse = _parse_value if json_values else str
     if shorthand is not None and "=" not in string:
         return {shorthand: parse(string)}
