@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BuiltinDataset",
+    "Scorer",
     "BuiltinDatasetError",
     "builtin_dataset_names",
     "get_builtin_dataset",
@@ -42,6 +43,8 @@ ENTRY_POINT_GROUP = "mmvq.datasets"
 """The entry-point group through which installed distributions provide built-in datasets."""
 
 Scorer = Callable[[list[Any], list[Any]], "float | Mapping[str, float]"]
+"""``scorer(generated, sources) -> float | {name: float}``: scores translations into a modality
+from the raw source values of the same examples (see :mod:`mmvq.training.evaluate`)."""
 
 
 class BuiltinDatasetError(ValueError):

@@ -35,12 +35,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mmvq.data.builtin import Scorer
 from mmvq.outputs.files import sample_rate_of
 from mmvq.outputs.samples import write_samples
 from mmvq.quantize.stats import CodebookStatsAccumulator
@@ -51,8 +52,6 @@ __all__ = ["Scorer", "evaluate"]
 logger = logging.getLogger(__name__)
 _WARNED: set[tuple[str, str]] = set()
 
-Scorer = Callable[[list[Any], list[Any]], "float | Mapping[str, float]"]
-"""``scorer(generated, sources) -> float | {name: float}`` (see the module docstring)."""
 
 References = list[Mapping[str, Any]] | None
 """Per row of a batch, ``{modality: raw value}`` (``None``: the batch carries none)."""
