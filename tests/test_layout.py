@@ -83,6 +83,22 @@ def test_every_module_opens_with_its_purpose() -> None:
     assert missing == []
 
 
+def test_every_package_has_an_init_and_is_installed() -> None:
+    """Each folder of modules is a package listed in pyproject (a clean clone that lost an
+    ``__init__.py``, e.g. to .gitignore, fails here)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    folders = {path.parent for path in _files()}
+    names = set()
+    for folder in folders:
+        assert (folder / "__init__.py").is_file(), f"{folder} has no __init__.py"
+        parts = folder.relative_to(ROOT).parts
+        names.add(".".join(("mmvq_adapters", *parts[1:]) if parts[0] == "adapters" else parts))
+    assert names == listed
+
+
 # --------------------------------------------------------- each rule fails when it should
 def test_a_cycle_is_found_through_lazy_and_relative_imports() -> None:
     sources = {

@@ -157,9 +157,7 @@ def write_samples(
         if not columns:
             continue
         generated = [v for k, vals in columns.items() if k != "original" for v in vals]
-        fmt = (formats or {}).get(modality) or _format_of(
-            generated or next(iter(columns.values()))
-        )
+        fmt = (formats or {}).get(modality) or _format_of(generated or next(iter(columns.values())))
         if fmt == "png":
             path = directory / f"{modality}.png"
             _write_grid(path, columns)
