@@ -295,6 +295,47 @@ def test_dead_codes_restart_from_both_modalities() -> None:
     assert torch.all(cb.cluster_size[2:] == 1.0)
 
 
+def test_restarts_stop_after_restart_until() -> None:
+    def dead_codes_after_two_steps(until: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        cb = make(
+            modalities=["a"], num_codes=8, code_dim=2, restart_every=2, restart_until=until
+        ).train()
+        start = torch.full((8, 2), 100.0)
+        start[0] = torch.tensor([10.0, 0.0])
+        set_codes(cb, start)
+        for _ in range(2):  # the restart check runs at step 2
+            cb({"a": torch.tensor([10.0, 0.0]) + torch.randn(4, 10, 2)})
+        return cb.codebook[1:]
+
+    assert (dead_codes_after_two_steps(until=2) < 50).all()  # step 2 <= 2: restarted
+    assert (dead_codes_after_two_steps(until=0) < 50).all()  # 0: restarts never stop
+    assert torch.allclose(dead_codes_after_two_steps(until=1), torch.full((7, 2), 100.0), atol=1e-2)
+    with pytest.raises(ValueError, match="restart_until"):
+        CodebookConfig(restart_until=-1)
+
+
+def test_assign_overrides_the_nearest_codes() -> None:
+    cb = make(modalities=["a"], num_codes=4, code_dim=4, beta=1.0).train()
+    set_codes(cb, torch.eye(4))
+    z = torch.eye(4)[[0, 1]].view(1, 2, 4).clone().requires_grad_(True)
+    chosen = torch.tensor([[3, 3]])
+    out = cb({"a": z}, assign={"a": chosen})
+    assert torch.equal(out.codes["a"], chosen)
+    assert torch.allclose(out.z_q["a"], torch.eye(4)[[3, 3]].view(1, 2, 4))
+    # the commitment pulls z towards the assigned code, not towards its nearest one
+    assert out.loss["a"].item() == pytest.approx(F.mse_loss(z, out.z_q["a"]).item())
+    assert int(cb.cluster_size.argmax()) == 3
+    for bad, match in (
+        ({"a": torch.tensor([[3]])}, "shape"),
+        ({"a": torch.tensor([[3, 9]])}, "outside"),
+        ({"b": chosen}, "z lacks"),
+        ([chosen], "dict"),
+    ):
+        with pytest.raises(AdapterInputError, match=match):
+            cb({"a": z.detach()}, assign=bad)
+
+
 # ------------------------------------------------------------------------ stats
 def test_forward_stats_exact_on_constructed_codes() -> None:
     cb = make(num_codes=8, code_dim=8).eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from mmvq.utils.checks import (
     check_bool,
@@ -12,6 +13,7 @@ from mmvq.utils.checks import (
     check_int,
     check_number,
     check_positive_int,
+    describe_value,
     is_int,
     is_real,
 )
@@ -46,3 +48,9 @@ def test_each_check_words_its_error() -> None:
         check_bool("A.b", "yes")
     with pytest.raises(ValueError, match=r"^A\.c must be one of \('a', 'b'\), got 'z'\.$"):
         check_choice("A.c", "z", ["a", "b"], fix=".")
+
+
+def test_describe_value_shows_a_tensor_dtype_and_shape_else_the_type() -> None:
+    assert describe_value(torch.zeros(2, 3, dtype=torch.int32)) == "torch.int32 (2, 3)"
+    assert describe_value([1, 2]) == "list"
+    assert describe_value(None) == "NoneType"

@@ -40,7 +40,12 @@ from mmvq.quantize.stats import (
     perplexity_from_hist,
     usage_from_hist,
 )
-from mmvq.quantize.validation import check_data, check_device, validate_inputs
+from mmvq.quantize.validation import (
+    check_assignment,
+    check_data,
+    check_device,
+    validate_inputs,
+)
 
 __all__ = ["QuantizerOutput", "SharedCodebook"]
 
@@ -159,6 +164,11 @@ class SharedCodebook(nn.Module):
         codes = self.code_vectors.float()
         return F.normalize(codes, dim=-1) if self.config.l2_normalize else codes
 
+    def lookup_space(self, z: Tensor) -> Tensor:
+        """``[..., D]`` -> ``[..., Dl]``: ``z`` where the nearest code is searched (projected for
+        factorised codes, l2-normalised for cosine codes); differentiable."""
+        return self._to_lookup(z)
+
     def _to_lookup(self, z: Tensor) -> Tensor:
         """``[..., D]`` -> ``[..., Dl]``: projected (factorised codes), l2-normalised (cosine)."""
         if self.project_in is not None:
@@ -265,6 +275,7 @@ class SharedCodebook(nn.Module):
         mask: dict[str, Tensor] | None = None,
         weights: dict[str, float] | None = None,
         present: dict[str, Tensor] | None = None,
+        assign: dict[str, Tensor] | None = None,
     ) -> QuantizerOutput:
         """Quantise each modality's tokens with the shared codebook.
 
@@ -279,6 +290,9 @@ class SharedCodebook(nn.Module):
                 tokens of an absent sample are treated as padding (codes ``-1``, no statistics).
                 A sample that holds the modality (all samples, without ``present``) must have at
                 least one real token: an all-padding sample is an error, not silently skipped.
+            assign: optional per modality long ``[B, N_m]``: use these codes instead of the
+                nearest ones (the concept level's joint assignment of paired samples). The
+                commitment loss, the straight-through output and the statistics follow them.
 
         In training mode this updates the EMA statistics (all-reduced when distributed), runs the
         k-means init on the first call, and restarts dead codes every ``restart_every`` calls.
@@ -305,7 +319,8 @@ class SharedCodebook(nn.Module):
             finite = check_data(z, masks, required, sample, allow_nonfinite=True)
             if ema.all_ranks_agree(finite, self.device):
                 ema.kmeans_init(self, sample, weight)
-        z_q, codes, losses, assigned = self._quantize(z, masks, flat, active)
+        chosen = check_assignment(self, z, masks, assign)
+        z_q, codes, losses, assigned = self._quantize(z, masks, flat, active, chosen)
         # the losses sum every real token: a non-finite one means non-finite z (no extra pass).
         # In training a non-finite batch is not an input error but a diverging step: the
         # statistics are left untouched on every rank and the (non-finite) loss tells the loop
@@ -323,8 +338,10 @@ class SharedCodebook(nn.Module):
         masks: dict[str, Tensor | None],
         flat: dict[str, Tensor],
         active: list[str],
+        chosen: dict[str, Tensor],
     ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor], dict[str, ema.Assigned]]:
-        """Nearest codes, losses and straight-through outputs of every modality given."""
+        """Codes (nearest, or ``chosen``: flat per modality), losses and straight-through outputs
+        of every modality given."""
         cfg = self.config
         codes_lookup = self._codes()
         z_q: dict[str, Tensor] = {}
@@ -333,7 +350,9 @@ class SharedCodebook(nn.Module):
         assigned: dict[str, ema.Assigned] = {}
         for m, xf in flat.items():
             xf = xf.float()
-            idx = nearest(xf.detach(), codes_lookup.detach(), cfg.memory_budget_mb)
+            idx = chosen.get(m)
+            if idx is None:
+                idx = nearest(xf.detach(), codes_lookup.detach(), cfg.memory_budget_mb)
             e = codes_lookup[idx]
             if m in active:
                 loss = cfg.beta * F.mse_loss(xf, e.detach())
@@ -380,7 +399,8 @@ class SharedCodebook(nn.Module):
     def _train_step(
         self, assigned: dict[str, ema.Assigned], weight: dict[str, float], finite: bool = True
     ) -> None:
-        """EMA update, reservoir push and (every ``restart_every`` steps) dead-code restarts."""
+        """EMA update, reservoir push and (every ``restart_every`` steps, up to
+        ``restart_until``) dead-code restarts."""
         cfg = self.config
         restart = cfg.restart_every > 0
         take = restarts.reservoir_take(self) if restart else 0
@@ -395,7 +415,8 @@ class SharedCodebook(nn.Module):
             restarts.push_reservoir(self, red.candidates, red.candidate_counts)
         self._host_steps = self.host_steps() + 1
         self.steps += 1
-        if restart and self._host_steps % cfg.restart_every == 0:
+        until = cfg.restart_until or self._host_steps
+        if restart and self._host_steps % cfg.restart_every == 0 and self._host_steps <= until:
             restarts.restart_dead_codes(self)
 
     # ------------------------------------------------------------------ persistence / dtype

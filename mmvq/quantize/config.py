@@ -39,6 +39,9 @@ class CodebookConfig:
         kmeans_iters: Lloyd iterations of that k-means.
         dead_code_threshold: a code whose EMA usage (tokens per batch) falls below this is dead.
         restart_every: check for dead codes every this many training forwards (0 = never).
+        restart_until: stop restarting after this many training forwards (0 = never stop).
+            A restart moves a code onto one modality's recent output; once paired modalities
+            agree on their codes, that can split pairs (the concept codebook stops early).
         reservoir_size: recent encoder outputs kept per modality to restart dead codes from.
         rotation_trick: the rotation trick (Fifty et al. 2024) instead of plain straight-through.
         memory_budget_mb: extra memory for the distance block; the lookup is chunked under it.
@@ -56,6 +59,7 @@ class CodebookConfig:
     kmeans_iters: int = 10
     dead_code_threshold: float = 1.0
     restart_every: int = 100
+    restart_until: int = 0
     reservoir_size: int = 4096
     rotation_trick: bool = False
     memory_budget_mb: float = 256.0
@@ -102,6 +106,13 @@ class CodebookConfig:
                 self.restart_every,
                 "must be an int >= 0",
                 "e.g. 100, or 0 to never restart",
+            )
+        if not is_int(self.restart_until) or self.restart_until < 0:
+            _fail(
+                "restart_until",
+                self.restart_until,
+                "must be an int >= 0",
+                "e.g. 300, or 0 to restart for the whole run",
             )
         if not is_int(self.reservoir_size) or self.reservoir_size < 1:
             _fail("reservoir_size", self.reservoir_size, "must be a positive int", "e.g. 4096")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from mmvq.utils import distributed
-from mmvq.utils.checks import check_positive_int
+from mmvq.utils.checks import check_positive_int, describe_value
 
 __all__ = [
     "CodebookStatsAccumulator",
@@ -193,11 +193,7 @@ def _check_pair(
         or present_both.dtype != torch.bool
         or tuple(present_both.shape) != (codes_a.shape[0],)
     ):
-        got = (
-            f"{present_both.dtype} {tuple(present_both.shape)}"
-            if isinstance(present_both, Tensor)
-            else type(present_both).__name__
-        )
+        got = describe_value(present_both)
         raise ValueError(
             f"present_both must be a bool tensor [{codes_a.shape[0]}] "
             "(True = the sample holds both "

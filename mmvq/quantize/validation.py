@@ -13,12 +13,18 @@ import torch
 from torch import Tensor
 
 from mmvq.adapter import AdapterInputError
-from mmvq.utils.checks import is_real
+from mmvq.utils.checks import describe_value, is_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmvq.quantize.codebook import SharedCodebook
 
-__all__ = ["ForwardInputs", "check_data", "check_device", "validate_inputs"]
+__all__ = [
+    "ForwardInputs",
+    "check_assignment",
+    "check_data",
+    "check_device",
+    "validate_inputs",
+]
 
 
 class ForwardInputs(NamedTuple):
@@ -175,11 +181,7 @@ def _fold_present(
             )
         b = z[m].shape[0]
         if not isinstance(rows, Tensor) or rows.dtype != torch.bool or rows.shape != (b,):
-            got = (
-                f"{rows.dtype} {tuple(rows.shape)}"
-                if isinstance(rows, Tensor)
-                else type(rows).__name__
-            )
+            got = describe_value(rows)
             raise AdapterInputError(
                 f"present[{m!r}] must be a bool Tensor [{b}] (True = the sample holds "
                 f"{m!r}), got {got}."
@@ -256,3 +258,43 @@ def check_data(
                 "(or train in bf16 rather than fp16)."
             )
     return False
+
+
+def check_assignment(
+    codebook: SharedCodebook,
+    z: dict[str, Tensor],
+    masks: dict[str, Tensor | None],
+    assign: Any,
+) -> dict[str, Tensor]:
+    """The ``assign`` argument of the forward, checked: long ``[B, N_m]`` codes in ``[0, K)`` per
+    modality of ``z``; returned flat over each modality's real tokens (as the forward quantises
+    them). ``None`` -> ``{}`` (nearest codes everywhere)."""
+    if assign is None:
+        return {}
+    if not isinstance(assign, dict):
+        raise AdapterInputError(
+            f"assign must be None or a dict modality -> long Tensor [B, N], got "
+            f"{type(assign).__name__}."
+        )
+    k = codebook.config.num_codes
+    flat = {}
+    for m, codes in assign.items():
+        if m not in z:
+            raise AdapterInputError(
+                f"assign has modality {m!r} that z lacks; give codes only for z's."
+            )
+        if (
+            not isinstance(codes, Tensor)
+            or codes.dtype != torch.long
+            or codes.shape != z[m].shape[:2]
+        ):
+            got = describe_value(codes)
+            raise AdapterInputError(
+                f"assign[{m!r}] must be a long Tensor of shape {tuple(z[m].shape[:2])}, got {got}."
+            )
+        check_device(codebook, f"assign[{m!r}]", codes)
+        picked = codes.reshape(-1) if masks[m] is None else codes[masks[m]]
+        if picked.numel() and bool(((picked < 0) | (picked >= k)).any()):
+            raise AdapterInputError(f"assign[{m!r}] holds codes outside [0, {k - 1}].")
+        flat[m] = picked
+    return flat

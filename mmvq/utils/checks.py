@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "describe_value",
     "check_bool",
     "check_choice",
     "check_int",
@@ -22,6 +23,14 @@ __all__ = [
     "is_int",
     "is_real",
 ]
+
+
+def describe_value(value: Any) -> str:
+    """How an error message shows a value that should have been a tensor: ``"torch.int32 (2,
+    3)"`` for a tensor, else its type's name."""
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return f"{value.dtype} {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def is_int(value: Any) -> bool:
