@@ -11,7 +11,8 @@ distances in fp32 in the codebook's lookup space, exactly the space
 :meth:`~mmvq.quantize.SharedCodebook.lookup` searches). ``T = 0`` picks the nearest code, i.e.
 plain deterministic translation; larger ``T`` explores codes farther from the encoder's output.
 Each sampled source code sequence is then translated through the fusion decoder, giving one
-variation of the target per sample.
+variation of the target per sample. With a concept level, each source's concept codes (the
+nearest ones) go to the decoder alongside its sampled detail codes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from mmvq.adapter import AdapterInputError
+from mmvq.concept.codes import MultimodalCodes
 from mmvq.utils.checks import check_int, check_number, is_int
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,12 +65,13 @@ class GenerationOutput(NamedTuple):
     """What :func:`generate` returns.
 
     Attributes:
-        codes: the sampled codes of each source modality, long ``[B * num_samples, N_m]``
-            (rows ``b * num_samples + j``: sample ``j`` of input row ``b``; ``-1`` at padding).
+        codes: the codes of each source modality: sampled detail codes, long
+            ``[B * num_samples, N_m]`` (rows ``b * num_samples + j``: sample ``j`` of input row
+            ``b``; ``-1`` at padding), and the concept codes, repeated likewise.
         recon: each target's reconstruction (``adapter.decode`` output), same row order.
     """
 
-    codes: dict[str, Tensor]
+    codes: MultimodalCodes
     recon: dict[str, Tensor]
 
 
@@ -142,13 +145,16 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        codes: dict[str, Tensor] = {}
+        codes = MultimodalCodes()
         for m, sub in batch.items():
             tokens = model.adapters[m].encode(dict(sub))
             z = tokens.z.repeat_interleave(num_samples, dim=0)
             mask = tokens.mask.bool().repeat_interleave(num_samples, dim=0).to(z.device)
             sampled = sample_codes(model.codebook, z, config, generator)
-            codes[m] = sampled.masked_fill(~mask, -1)
+            codes.detail[m] = sampled.masked_fill(~mask, -1)
+            if model.concept is not None:
+                present = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+                codes.concept[m] = model.concept.encode(m, z, mask, present)
         recon = model.decode(codes, targets=targets)
     finally:
         model.train(was_training)

@@ -1,100 +1,38 @@
-"""`MultimodalVQ`: adapters + one shared codebook + the fusion decoder."""
+"""`MultimodalVQ`: adapters, a two-level shared code (concept + detail) and the fusion decoder.
+
+Per modality: ``adapter.encode`` -> tokens ``z [B, N_m, D]`` -> detail codes ``[B, N_m]`` (the
+shared detail codebook, one code per token) and, through the concept level
+(:mod:`mmvq.concept`), ``S`` concept codes ``[B, S]`` from a concept codebook every modality
+shares, trained so that paired samples agree on them. The fusion decoder sees both levels of
+every visible modality and reconstructs or translates; ``encode`` returns both levels
+(:class:`~mmvq.concept.MultimodalCodes`), ``decode`` accepts either or both.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
-from mmvq.fusion import FusionDecoder, FusionDecoderConfig
+from mmvq.concept import (
+    CodeSpan,
+    ConceptLevel,
+    ConceptOutput,
+    MultimodalCodes,
+    concept_similarity,
+    concept_stream,
+)
+from mmvq.fusion import FusionDecoder
 from mmvq.hub.mixin import MultimodalVQHubMixin
-from mmvq.quantize import CodebookConfig, SharedCodebook
-from mmvq.utils.configs import check_known_fields
+from mmvq.model_config import MultimodalVQConfig, MultimodalVQOutput
+from mmvq.model_inputs import check_batch, check_codes, checked_tokens, present_rows
+from mmvq.quantize import SharedCodebook
 
 __all__ = ["MultimodalVQ", "MultimodalVQConfig", "MultimodalVQOutput"]
-
-
-@dataclass
-class MultimodalVQConfig:
-    """Model-level options (the adapters carry their own configs).
-
-    Attributes:
-        codebook: options of the shared codebook.
-        decoder: options of the fusion decoder.
-        modality_dropout: in training, the probability that a present modality is hidden from the
-            decoder for a row (it is then reconstructed from the other modalities' codes). A row
-            always keeps at least one visible modality.
-        modality_weights: modality -> weight of its share in the codebook's statistics (EMA update)
-            and of its losses in :attr:`MultimodalVQOutput.loss`. Missing modalities weigh 1.
-    """
-
-    codebook: CodebookConfig = field(default_factory=CodebookConfig)
-    decoder: FusionDecoderConfig = field(default_factory=FusionDecoderConfig)
-    modality_dropout: float = 0.5
-    modality_weights: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.codebook, dict):
-            self.codebook = CodebookConfig(**self.codebook)
-        if isinstance(self.decoder, dict):
-            self.decoder = FusionDecoderConfig(**self.decoder)
-        if not 0.0 <= float(self.modality_dropout) < 1.0:
-            raise ValueError(
-                "MultimodalVQConfig.modality_dropout must be in [0, 1), got "
-                f"{self.modality_dropout!r}"
-            )
-        for m, w in self.modality_weights.items():
-            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
-                raise ValueError(
-                    f"MultimodalVQConfig.modality_weights[{m!r}] must be a non-negative number, "
-                    f"got {w!r}"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MultimodalVQConfig:
-        check_known_fields(cls, data, "MultimodalVQConfig.from_dict")
-        return cls(**dict(data))
-
-
-@dataclass
-class MultimodalVQOutput:
-    """What :meth:`MultimodalVQ.forward` returns. Every dict is keyed by modality.
-
-    Attributes:
-        loss: weighted sum of the mean reconstruction and codebook losses (a convenience; the
-            training loop combines ``rec_loss``/``vq_loss`` through a modality balancer instead).
-        rec_loss: per-sample reconstruction loss ``[B]`` (0 where the modality is absent).
-        rec_loss_mean: mean of ``rec_loss`` over rows where the modality is present (scalar).
-        vq_loss: codebook loss (commitment, plus the codebook term for a learned codebook).
-        recon: reconstructions, as returned by ``adapter.decode``.
-        codes: code indices ``[B, N_m]``; ``-1`` at padding and in absent rows.
-        z: continuous encoder tokens ``[B, N_m, D]`` (before quantisation).
-        token_mask: bool ``[B, N_m]``: real tokens of present rows.
-        present: bool ``[B]``: rows that hold the modality.
-        visible: bool ``[B]``: rows whose codes the decoder saw (present and not dropped).
-        stats: codebook statistics of the batch (``usage/<m>``, ``perplexity/<m>``,
-            ``overlap/<a>-<b>``, ``agreement/<a>-<b>``).
-    """
-
-    loss: Tensor
-    rec_loss: dict[str, Tensor]
-    rec_loss_mean: dict[str, Tensor]
-    vq_loss: dict[str, Tensor]
-    recon: dict[str, Tensor]
-    codes: dict[str, Tensor]
-    z: dict[str, Tensor]
-    token_mask: dict[str, Tensor]
-    present: dict[str, Tensor]
-    visible: dict[str, Tensor]
-    stats: dict[str, Tensor]
 
 
 class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
@@ -149,7 +87,13 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         self.modalities: tuple[str, ...] = tuple(adapters)
         self.codebook = SharedCodebook(config.codebook, self.modalities)
         layout = {m: int(a.num_tokens()) for m, a in self.adapters.items()}
-        self.decoder = FusionDecoder(config.decoder, code_dim, layout)
+        self.concept: ConceptLevel | None = None
+        streams = dict(layout)
+        if config.concept.enabled:
+            self.concept = ConceptLevel(config.concept, code_dim, layout)
+            for m in self.modalities:
+                streams[concept_stream(m)] = config.concept.num_concepts
+        self.decoder = FusionDecoder(config.decoder, code_dim, streams)
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -204,81 +148,75 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         return [self.decoder.out_proj.weight]
 
     def num_tokens(self) -> dict[str, int]:
-        """Tokens per sample of each modality."""
-        return dict(self.decoder.layout)
+        """Tokens (detail codes) per sample of each modality."""
+        return {m: self.decoder.layout[m] for m in self.modalities}
 
-    # ------------------------------------------------------------- validation
-    def _check_batch(self, batch: Any) -> int:
-        if not isinstance(batch, Mapping) or not batch:
-            raise AdapterInputError(
-                "MultimodalVQ expects a batch dict {modality: {key: tensor}} with at least one "
-                f"modality of {list(self.modalities)}, got {type(batch).__name__}"
-                + (" (empty)" if isinstance(batch, Mapping) else "")
-            )
-        sizes = {}
-        for m, sub in batch.items():
-            if m not in self.adapters:
-                raise AdapterInputError(
-                    f"batch has modality {m!r}, which this model does not know; its modalities are "
-                    f"{list(self.modalities)}"
-                )
-            if not isinstance(sub, Mapping) or not sub:
-                raise AdapterInputError(
-                    f"batch[{m!r}] must be the adapter's collated dict of tensors, got "
-                    f"{type(sub).__name__}; build batches with mmvq.data.MultimodalCollator"
-                )
-            sizes[m] = ModalityAdapter.batch_size(sub)
-        if len(set(sizes.values())) != 1:
-            raise AdapterInputError(
-                f"modalities disagree on the batch size: {sizes}; rows of a batch are paired "
-                "samples, so every modality needs the same number of rows (mark missing ones with "
-                "'present')"
-            )
-        size = next(iter(sizes.values()))
-        if size == 0:
-            raise AdapterInputError("the batch is empty (0 rows); give at least one sample")
-        return size
+    @property
+    def num_concepts(self) -> int:
+        """Concept codes per sample and modality (0 without a concept level)."""
+        return self.concept.num_concepts if self.concept is not None else 0
 
-    def _present(
-        self, m: str, sub: Mapping[str, Tensor], size: int, device: torch.device
+    def code_layout(self) -> list[CodeSpan]:
+        """The spans of a sample's codes, per modality concept then detail (see
+        :mod:`mmvq.concept.codes`)."""
+        spans = []
+        for m in self.modalities:
+            if self.concept is not None:
+                spans.append(
+                    CodeSpan(
+                        m, "concept", self.num_concepts, self.concept.codebook.config.num_codes
+                    )
+                )
+            spans.append(
+                CodeSpan(m, "detail", self.decoder.layout[m], self.config.codebook.num_codes)
+            )
+        return spans
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: everything at ``lr``, the concept summariser at
+        ``lr * concept.lr_scale``."""
+        scaled = list(self.concept.parameters_with_scaled_lr()) if self.concept is not None else []
+        ids = {id(p) for p in scaled}
+        groups = [
+            {
+                "params": [p for p in self.parameters() if id(p) not in ids and p.requires_grad],
+                "lr": lr,
+            }
+        ]
+        if scaled:
+            groups.append({"params": scaled, "lr": lr * self.config.concept.lr_scale})
+        return groups
+
+    def similarity(
+        self, codes_a: MultimodalCodes | Tensor, codes_b: MultimodalCodes | Tensor
     ) -> Tensor:
-        present = sub.get("present")
-        if present is None:
-            return torch.ones(size, dtype=torch.bool, device=device)
-        present = torch.as_tensor(present, device=device).bool()
-        if present.shape != (size,):
-            raise AdapterInputError(
-                f"batch[{m!r}]['present'] must be a bool tensor of shape [{size}], got "
-                f"{tuple(present.shape)}"
-            )
-        return present
+        """Cross-modal similarity by concept codes: ``[Na, Nb]``, the fraction of concept slots
+        on which two rows agree.
 
-    def _encode_tokens(self, m: str, sub: Mapping[str, Tensor], size: int) -> Tokens:
-        adapter = self.adapters[m]
-        tokens = adapter.encode(dict(sub))
-        if not isinstance(tokens, tuple) or len(tokens) != 2:
-            raise TypeError(
-                f"adapter {m!r}.encode must return mmvq.Tokens(z, mask), got "
-                f"{type(tokens).__name__}"
-            )
-        z, mask = tokens
-        n = self.decoder.layout[m]
-        if z.dim() != 3 or tuple(z.shape) != (size, n, self.code_dim):
-            raise ValueError(
-                f"adapter {m!r} ({type(adapter).__name__}).encode returned z of shape "
-                f"{tuple(z.shape)}; expected [batch={size}, num_tokens={n}, "
-                f"code_dim={self.code_dim}]"
-            )
-        if not z.is_floating_point():
-            raise TypeError(
-                f"adapter {m!r}.encode returned z of dtype {z.dtype}; expected a float tensor"
-            )
-        if tuple(mask.shape) != (size, n):
-            raise ValueError(
-                f"adapter {m!r}.encode returned mask of shape {tuple(mask.shape)}; expected "
-                f"[{size}, {n}]"
-            )
-        return Tokens(z, mask.bool())
+        Each argument is a concept-code tensor ``[N, S]`` or a :class:`MultimodalCodes` holding
+        the concept codes of exactly one modality::
+
+            codes = model.encode(batch)
+            sim = model.similarity(codes.concept["image"], codes.concept["text"])
+            best_caption = sim.argmax(dim=1)
+        """
+
+        def concepts(codes: MultimodalCodes | Tensor, name: str) -> Tensor:
+            if isinstance(codes, Tensor):
+                return codes
+            if len(codes.concept) != 1:
+                raise ValueError(
+                    f"similarity: {name} must hold the concept codes of one modality, got "
+                    f"{sorted(codes.concept) or 'none'}"
+                )
+            return next(iter(codes.concept.values()))
+
+        if self.concept is None:
+            raise ValueError("similarity compares concept codes; this model has no concept level")
+        return concept_similarity(concepts(codes_a, "codes_a"), concepts(codes_b, "codes_b"))
+
+    def _tokens(self, m: str, sub: Mapping[str, Tensor], size: int) -> Tokens:
+        return checked_tokens(self.adapters[m], m, sub, size, self.decoder.layout[m], self.code_dim)
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -288,7 +226,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         modality_dropout: float | None = None,
         targets: Sequence[str] | None = None,
     ) -> MultimodalVQOutput:
-        """Encode, quantise, fuse and reconstruct a batch.
+        """Encode, quantise (both levels), fuse and reconstruct a batch.
 
         Args:
             batch: modality -> the adapter's collated batch (plus optional ``"present"`` [B]).
@@ -296,7 +234,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 only; pass 0 to disable).
             targets: modalities to reconstruct (default: every modality in the batch).
         """
-        size = self._check_batch(batch)
+        size = check_batch(batch, self.modalities)
         device = self.device
         present: dict[str, Tensor] = {}
         z: dict[str, Tensor] = {}
@@ -304,9 +242,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         for m in self.modalities:
             if m not in batch:
                 continue
-            sub = batch[m]
-            present[m] = self._present(m, sub, size, device)
-            tokens = self._encode_tokens(m, sub, size)
+            present[m] = present_rows(m, batch[m], size, device)
+            tokens = self._tokens(m, batch[m], size)
             # A present sample that is all padding is refused by the codebook, in the same host
             # sync as its finiteness check (no sync per modality here).
             z[m] = tokens.z
@@ -314,12 +251,13 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
 
         weights = {m: float(self.config.modality_weights.get(m, 1.0)) for m in z}
         quant = self.codebook(z, token_mask, weights=weights, present=present)
+        concept = self.concept(z, token_mask, present, weights, batch) if self.concept else None
 
         p = self.config.modality_dropout if modality_dropout is None else float(modality_dropout)
         visible = self._drop_modalities(present, p) if (self.training and p > 0) else dict(present)
-
         targets = list(batch) if targets is None else list(targets)
-        hidden = self.decoder(quant.z_q, visible, token_mask, targets)
+        streams = self._streams(quant.z_q, concept, visible, token_mask, present)
+        hidden = self.decoder(*streams, targets)
 
         recon, rec_loss, rec_mean = {}, {}, {}
         for m in targets:
@@ -340,6 +278,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         total = sum(
             weights.get(m, 1.0) * (rec_mean.get(m, 0.0) + quant.loss[m]) for m in quant.loss
         )
+        if concept is not None:
+            total = total + sum(concept.loss.values())
         return MultimodalVQOutput(
             loss=total if isinstance(total, Tensor) else torch.zeros((), device=device),
             rec_loss=rec_loss,
@@ -352,7 +292,33 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             present=present,
             visible=visible,
             stats=dict(quant.stats),
+            concept=concept,
         )
+
+    def _streams(
+        self,
+        detail: Mapping[str, Tensor],
+        concept: ConceptOutput | None,
+        visible: Mapping[str, Tensor],
+        token_mask: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """The fusion decoder's inputs ``(z_q, visible, token_mask)`` per stream: each visible
+        modality's detail codes and, with a concept level, its concept codes. In training a
+        visible modality's detail codes are hidden with probability ``detail_dropout`` (its
+        concepts stay), so that the decoder learns to rebuild from concepts alone."""
+        z_q, vis, mask = dict(detail), dict(visible), dict(token_mask)
+        if concept is None:
+            return z_q, vis, mask
+        p = self.config.concept.detail_dropout
+        for m, codes in concept.z_q.items():
+            name = concept_stream(m)
+            z_q[name] = codes
+            vis[name] = visible[m]
+            mask[name] = present[m][:, None].expand(-1, self.num_concepts)
+            if self.training and p > 0:
+                vis[m] = visible[m] & (torch.rand(visible[m].shape, device=self.device) >= p)
+        return z_q, vis, mask
 
     def _drop_modalities(self, present: dict[str, Tensor], p: float) -> dict[str, Tensor]:
         """Hide each present modality of a row with probability ``p``, keeping one visible."""
@@ -416,35 +382,40 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         return {m: self.adapters[m].postprocess(r) for m, r in recon.items()}
 
     @torch.no_grad()
-    def encode(self, batch: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Tensor]:
-        """Codes of each modality in the batch: ``{modality: long [B, N_m]}``, ``-1`` at padding.
+    def encode(self, batch: Mapping[str, Mapping[str, Tensor]]) -> MultimodalCodes:
+        """Codes of each modality in the batch, at both levels (:class:`MultimodalCodes`):
+        ``.detail[m]`` long ``[B, N_m]`` (``-1`` at padding and in absent rows) and, with a
+        concept level, ``.concept[m]`` long ``[B, S]`` (``-1`` in absent rows).
 
         Does not touch codebook statistics, whatever the module's mode.
         """
-        size = self._check_batch(batch)
+        size = check_batch(batch, self.modalities)
         device = self.device
-        out = {}
+        out = MultimodalCodes()
         for m in self.modalities:
             if m not in batch:
                 continue
-            tokens = self._encode_tokens(m, batch[m], size)
-            mask = tokens.mask.to(device) & self._present(m, batch[m], size, device)[:, None]
-            codes = self.codebook.lookup(tokens.z)
-            out[m] = codes.masked_fill(~mask, -1)
+            tokens = self._tokens(m, batch[m], size)
+            present = present_rows(m, batch[m], size, device)
+            mask = tokens.mask.to(device) & present[:, None]
+            out.detail[m] = self.codebook.lookup(tokens.z).masked_fill(~mask, -1)
+            if self.concept is not None:
+                out.concept[m] = self.concept.encode(m, tokens.z, tokens.mask.to(device), present)
         return out
 
     @torch.no_grad()
     def decode(
         self,
-        codes: Mapping[str, Tensor],
+        codes: MultimodalCodes | Mapping[str, Tensor],
         targets: Sequence[str] | None = None,
         batch: Mapping[str, Mapping[str, Tensor]] | None = None,
     ) -> dict[str, Tensor]:
         """Reconstruct or translate from codes.
 
         Args:
-            codes: modality -> long ``[B, N_m]`` codes (``-1`` = padding); any subset of the model's
-                modalities.
+            codes: a :class:`MultimodalCodes` (concept codes, detail codes or both, of any subset
+                of the model's modalities), or a plain ``{modality: detail codes [B, N_m]}``.
+                ``-1`` marks padding (detail) or an absent row.
             targets: modalities to produce (default: all of the model's). A target missing from
                 ``codes`` is generated from the given modalities.
             batch: optional collated inputs handed to ``adapter.decode`` for known modalities.
@@ -452,34 +423,28 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         Returns:
             modality -> reconstruction for every target.
         """
-        if not codes:
-            raise ValueError("decode needs codes of at least one modality")
         targets = list(self.modalities) if targets is None else list(targets)
-        for m in list(codes) + targets:
+        for m in targets:
             if m not in self.adapters:
                 raise KeyError(
                     f"unknown modality {m!r}; this model's modalities are {list(self.modalities)}"
                 )
-        device = self.device
+        lengths: dict[str, dict[str, int]] = {"detail": self.num_tokens()}
+        sizes = {"detail": self.config.codebook.num_codes}
+        if self.concept is not None:
+            lengths["concept"] = dict.fromkeys(self.modalities, self.num_concepts)
+            sizes["concept"] = self.concept.codebook.config.num_codes
+        codes = check_codes(codes, self.modalities, lengths, sizes, self.device)
         z_q, visible, token_mask = {}, {}, {}
-        sizes = {int(c.shape[0]) for c in codes.values()}
-        if len(sizes) != 1:
-            raise ValueError(f"codes of different modalities disagree on the batch size: {sizes}")
-        for m, c in codes.items():
-            c = torch.as_tensor(c, device=device)
-            n = self.decoder.layout[m]
-            if c.dim() != 2 or c.shape[1] != n or c.dtype not in (torch.int32, torch.int64):
-                raise ValueError(
-                    f"codes[{m!r}] must be an integer tensor [batch, {n}], got "
-                    f"{c.dtype} {tuple(c.shape)}"
-                )
-            k = self.config.codebook.num_codes
-            if bool(((c < -1) | (c >= k)).any()):
-                raise ValueError(f"codes[{m!r}] holds values outside [-1, {k - 1}]")
-            mask = c >= 0
-            z_q[m] = self.codebook.embed(c.clamp_min(0).long()) * mask[..., None]
-            token_mask[m] = mask
-            visible[m] = mask.any(dim=1)
+        for m, c in codes.detail.items():
+            token_mask[m] = c >= 0
+            z_q[m] = self.codebook.embed(c.clamp_min(0)) * token_mask[m][..., None]
+            visible[m] = token_mask[m].any(dim=1)
+        for m, c in codes.concept.items():
+            name = concept_stream(m)
+            z_q[name] = self.concept.embed(c)
+            token_mask[name] = c >= 0
+            visible[name] = token_mask[name].any(dim=1)
         hidden = self.decoder(z_q, visible, token_mask, targets)
         return {
             m: self.adapters[m].decode(hidden[m], dict(batch[m]) if batch and m in batch else None)

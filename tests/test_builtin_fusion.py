@@ -95,10 +95,12 @@ def test_translation_between_all_pairs_gives_raw_outputs(model):
     model.eval()
     batch = model.prepare(examples((True, True, True)))
     codes = model.encode(batch)
-    assert codes["image"].shape == (3, 64) and codes["text"].shape == (3, 48)
+    assert codes.detail["image"].shape == (3, 64) and codes.detail["text"].shape == (3, 48)
+    s = model.num_concepts
+    assert all(codes.concept[m].shape == (3, s) for m in ("image", "text", "audio"))
     for source in ("image", "text", "audio"):
         outs = model.postprocess(
-            model.decode({source: codes[source]}, targets=["image", "text", "audio"])
+            model.decode(codes.select([source]), targets=["image", "text", "audio"])
         )
         assert all(isinstance(x, PIL.Image.Image) for x in outs["image"])
         assert all(isinstance(x, str) for x in outs["text"])
@@ -113,9 +115,10 @@ def test_save_and_load_round_trip_keeps_outputs(model, tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     a, b = model.encode(batch), loaded.encode(batch)
-    assert all(torch.equal(a[m], b[m]) for m in a)
-    ra = model.decode({"text": a["text"]}, targets=["image"])["image"]
-    rb = loaded.decode({"text": b["text"]}, targets=["image"])["image"]
+    for level, codes in a.levels():
+        assert codes and all(torch.equal(codes[m], getattr(b, level)[m]) for m in codes)
+    ra = model.decode(a.select(["text"]), targets=["image"])["image"]
+    rb = loaded.decode(b.select(["text"]), targets=["image"])["image"]
     assert torch.allclose(ra, rb)
 
 

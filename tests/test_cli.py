@@ -21,12 +21,14 @@ from PIL import Image
 from tiny_models import (
     IMAGE_SPEC,
     TEXT_SPEC,
+    tiny_config,
     tiny_model,
     vector_plugin_fixture,  # noqa: F401 - fixture "vector_plugin"
     vector_values,
 )
 
 from mmvq.cli import main
+from mmvq.concept import ConceptConfig
 from mmvq.model import MultimodalVQ
 
 pytestmark = [pytest.mark.usefixtures("vector_plugin"), pytest.mark.timeout(120)]
@@ -93,8 +95,10 @@ def test_encode_to_stdout_matches_the_model(capsys, model_dir: Path) -> None:
     model = MultimodalVQ.from_pretrained(model_dir)
     expected = model.encode(_batch(model, a=[A[0]], text=["hi"]))
     assert data["num_codes"] == 32 and set(data["codes"]) == {"a", "text"}
-    for m in expected:
-        assert data["codes"][m] == expected[m].tolist()
+    assert data["num_concept_codes"] == model.config.concept.num_codes
+    for m in expected.modalities:
+        assert data["codes"][m] == expected.detail[m].tolist()
+        assert data["concept_codes"][m] == expected.concept[m].tolist()
 
 
 def test_encode_batch_to_file_and_equals_form(capsys, model_dir: Path, tmp_path: Path) -> None:
@@ -105,7 +109,59 @@ def test_encode_batch_to_file_and_equals_form(capsys, model_dir: Path, tmp_path:
     assert code == 0, err and f"wrote codes to {out_file}" in out
     codes = json.loads(out_file.read_text())["codes"]["text"]
     model = MultimodalVQ.from_pretrained(model_dir)
-    assert codes == model.encode(_batch(model, text=["one", "two"]))["text"].tolist()
+    assert codes == model.encode(_batch(model, text=["one", "two"])).detail["text"].tolist()
+
+
+def test_encode_level_selects_the_codes_and_concept_codes_decode(
+    capsys, model_dir: Path, tmp_path: Path
+) -> None:
+    model = MultimodalVQ.from_pretrained(model_dir)
+    expected = model.encode(_batch(model, a=[A[0]], text=["hi"]))
+    code, out, err = run(
+        capsys,
+        "encode",
+        model_dir,
+        "--input-json",
+        f"a={json.dumps(A[0])}",
+        "--text",
+        "hi",
+        "--level",
+        "concept",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["codes"] == {} and set(data["concept_codes"]) == {"a", "text"}
+    assert data["concept_codes"]["text"] == expected.concept["text"].tolist()
+    code, out, err = run(capsys, "encode", model_dir, "--text", "hi", "--level", "detail")
+    assert code == 0, err
+    data = json.loads(out)
+    assert "concept_codes" not in data and data["codes"]["text"] == expected.detail["text"].tolist()
+    # concept codes alone are enough to decode another modality
+    concept_file = tmp_path / "concept.json"
+    run(capsys, "encode", model_dir, "--text", "hi", "--level", "concept", "--out", concept_file)
+    code, out, err = run(
+        capsys, "decode", model_dir, concept_file, "--to", "a", "--out", tmp_path / "o"
+    )
+    assert code == 0, err
+    written = [Path(line) for line in out.splitlines()]
+    assert written and all(p.exists() for p in written)
+
+
+def test_encode_level_concept_needs_a_concept_level(capsys, tmp_path: Path) -> None:
+    config = tiny_config()
+    config.concept = ConceptConfig(num_concepts=0)
+    torch.manual_seed(0)
+    MultimodalVQ.build({"a": ("vector", {})}, config).save_pretrained(tmp_path / "m")
+    code, _, err = run(
+        capsys,
+        "encode",
+        tmp_path / "m",
+        "--input-json",
+        f"a={json.dumps(A[0])}",
+        "--level",
+        "concept",
+    )
+    assert_one_line_error(code, err, "--level concept", "num_concepts=0", "--level detail")
 
 
 # -------------------------------------------------------------------------------- decode
@@ -525,7 +581,7 @@ def test_decode_rejects_codes_of_another_codebook(capsys, model_dir: Path, tmp_p
     codes_file = tmp_path / "codes.json"
     run(capsys, "encode", other, "--input-json", f"a={json.dumps(A[0])}", "--out", codes_file)
     code, _, err = run(capsys, "decode", model_dir, codes_file, "--out", tmp_path / "o")
-    assert_one_line_error(code, err, "holds codes of a 64-code codebook but MODEL's has 32")
+    assert_one_line_error(code, err, "holds detail codes of a 64-code codebook but MODEL's has 32")
 
 
 def test_debug_prints_the_traceback(capsys, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from PIL import Image
 from torchmetrics.functional.image import peak_signal_noise_ratio
 from train_helpers import tiny_data, tiny_model
 
+from mmvq.concept import concept_similarity
 from mmvq.data import MultimodalCollator, MultimodalDataset
 from mmvq.training.evaluate import evaluate
 
@@ -68,7 +69,7 @@ def test_metrics_equal_direct_computation(setup):
             dim=(1, 2, 3),
         )
         codes = model.encode(batch)
-        from_image = model.decode({"image": codes["image"]}, targets=["text"])["text"]
+        from_image = model.decode(codes.select(["image"]), targets=["text"])["text"]
     assert metrics["image_psnr"] == pytest.approx(float(psnr.mean()), abs=1e-4)
 
     captions = ds["text"][:n]
@@ -80,23 +81,40 @@ def test_metrics_equal_direct_computation(setup):
         sum(t == c for t, c in zip(recon_texts, captions)) / n
     )
 
-    k = model.config.codebook.num_codes
+    sizes = {"detail": model.config.codebook.num_codes, "concept": model.config.concept.num_codes}
+    for level, prefix in (("detail", ""), ("concept", "concept_")):
+        _check_code_statistics(metrics, getattr(codes, level), sizes[level], prefix, n)
+    # retrieval by concept codes: a hit is the partner or a row with the same caption or image
+    captions_equal = torch.tensor([[a == b for b in captions] for a in captions])
+    pixels = batch["image"]["pixel_values"].flatten(1)
+    hits = captions_equal | (torch.cdist(pixels, pixels) == 0)
+    for a, b in (("image", "text"), ("text", "image")):
+        sim = concept_similarity(codes.concept[a], codes.concept[b])
+        top = sim == sim.max(dim=1, keepdim=True).values
+        expected = ((top & hits).sum(1).float() / top.sum(1).float()).mean().item()
+        assert metrics[f"retrieval_r1_{a}_to_{b}"] == pytest.approx(expected)
+    assert "image_to_text_concept_only_exact_match" in metrics
+
+
+def _check_code_statistics(metrics, codes, k, prefix, n) -> None:
     used = {m: set(c[c >= 0].tolist()) for m, c in codes.items()}
-    assert metrics["codebook_usage"] == pytest.approx(len(used["image"] | used["text"]) / k)
-    assert metrics["codebook_usage_per_modality"]["image"] == pytest.approx(len(used["image"]) / k)
-    assert metrics["overlap"] == pytest.approx(
+    usage = len(used["image"] | used["text"]) / k
+    assert metrics[prefix + "codebook_usage"] == pytest.approx(usage)
+    per = metrics[prefix + "codebook_usage_per_modality"]
+    assert per["image"] == pytest.approx(len(used["image"]) / k)
+    assert metrics[prefix + "overlap"] == pytest.approx(
         len(used["image"] & used["text"]) / len(used["image"] | used["text"])
     )
     for m in ("image", "text"):
         counts = Counter(codes[m][codes[m] >= 0].tolist())
         total = sum(counts.values())
         entropy = -sum(c / total * math.log(c / total) for c in counts.values())
-        assert metrics["perplexity"][m] == pytest.approx(math.exp(entropy), rel=1e-4)
+        assert metrics[prefix + "perplexity"][m] == pytest.approx(math.exp(entropy), rel=1e-4)
     jaccards = []
     for i in range(n):
         a, b = set(codes["image"][i].tolist()) - {-1}, set(codes["text"][i].tolist()) - {-1}
         jaccards.append(len(a & b) / len(a | b))
-    assert metrics["same_code_agreement"] == pytest.approx(sum(jaccards) / n)
+    assert metrics[prefix + "same_code_agreement"] == pytest.approx(sum(jaccards) / n)
 
 
 def test_scorers_get_translations_and_raw_sources_in_order(setup):
@@ -116,13 +134,16 @@ def test_scorers_get_translations_and_raw_sources_in_order(setup):
     metrics = evaluate(
         model, _loader(model, ds), translation_scorers={"text->image": scorer, "image->text": plain}
     )
-    assert [c for call in calls for c in call[1]] == ds["text"]
+    # per batch: the translations from both code levels, then from concept codes alone
+    assert [c for call in calls[0::2] for c in call[1]] == ds["text"]
+    assert [c for call in calls[1::2] for c in call[1]] == ds["text"]
     assert all(isinstance(im, Image.Image) for call in calls for im in call[0])
-    assert metrics["text_to_image_score"] == pytest.approx(
-        (3 * 3 + 3 * 3 + 1 * 1) / 7
-    )  # example-weighted
-    assert metrics["text_to_image_score_sizes"] == 1.0
-    assert metrics["image_to_text_score"] == 0.25
+    for level in ("", "_concept_only"):
+        assert metrics[f"text_to_image{level}_score"] == pytest.approx(
+            (3 * 3 + 3 * 3 + 1 * 1) / 7
+        )  # example-weighted
+        assert metrics[f"text_to_image{level}_score_sizes"] == 1.0
+        assert metrics[f"image_to_text{level}_score"] == 0.25
 
 
 def test_rows_without_a_modality_are_left_out_of_translations(setup):
@@ -137,7 +158,8 @@ def test_rows_without_a_modality_are_left_out_of_translations(setup):
         _loader(model, partial),
         translation_scorers={"text->image": lambda ims, caps: sources.extend(caps) or 1.0},
     )
-    assert sources == [t for i, t in enumerate(texts) if i % 2 == 0]
+    # scored twice (both code levels, then concept codes alone), the rows with text only
+    assert sorted(sources) == sorted([t for i, t in enumerate(texts) if i % 2 == 0] * 2)
     assert metrics["eval_samples"] == 7
     assert "image_psnr" in metrics and "image_to_text_exact_match" in metrics
 
@@ -205,7 +227,9 @@ def test_references_travel_with_the_batch_through_subsets_and_shuffling(setup):
         shuffled,
         translation_scorers={"text->image": lambda ims, caps: seen.extend(caps) or 1.0},
     )
-    assert sorted(seen) == sorted(ds["text"])
+    assert sorted(seen) == sorted(
+        list(ds["text"]) * 2
+    )  # both code levels, then concept codes alone
     # a collator told not to keep them: batches carry none
     bare = MultimodalCollator(dict(model.adapters), references=False)
     assert bare([dataset[0], dataset[1]]).references is None

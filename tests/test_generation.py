@@ -76,20 +76,18 @@ def test_generate_rows_seed_and_deterministic_limit() -> None:
     model = tiny_model(seed=2)
     batch = {"a": vector_batch(model, n=2)["a"]}
     plain = generate(model, batch, ["b"], num_samples=3, config=SamplingConfig(temperature=0.0))
-    assert plain.codes["a"].shape == (6, 4) and plain.recon["b"].shape == (6, 12)
+    assert plain.codes.detail["a"].shape == (6, 4) and plain.recon["b"].shape == (6, 12)
     expected = model.decode(model.encode(batch), targets=["b"])["b"]
     torch.testing.assert_close(plain.recon["b"], expected.repeat_interleave(3, dim=0))
     config = SamplingConfig(temperature=50.0, top_k=None, seed=7)
     first = generate(model, batch, ["b"], num_samples=4, config=config)
     again = generate(model, batch, ["b"], num_samples=4, config=config)
-    assert torch.equal(first.codes["a"], again.codes["a"]) and torch.equal(
+    assert torch.equal(first.codes.detail["a"], again.codes.detail["a"]) and torch.equal(
         first.recon["b"], again.recon["b"]
     )
-    assert len({tuple(r) for r in first.codes["a"].tolist()}) > 1  # variations
+    assert len({tuple(r) for r in first.codes.detail["a"].tolist()}) > 1  # variations
     # the sampled codes are what was translated
-    torch.testing.assert_close(
-        model.decode({"a": first.codes["a"]}, targets=["b"])["b"], first.recon["b"]
-    )
+    torch.testing.assert_close(model.decode(first.codes, targets=["b"])["b"], first.recon["b"])
 
 
 @pytest.mark.usefixtures("vector_plugin")

@@ -64,7 +64,10 @@ def test_push_then_load_by_repo_id_is_bit_identical(hub: HubServer, tmp_path: Pa
     )
     codes = model.encode(batch)
     got = loaded.encode(batch)
-    assert all(torch.equal(codes[m], got[m]) for m in codes)
+    assert codes.concept and all(
+        torch.equal(codes.concept[m], got.concept[m]) for m in codes.concept
+    )
+    assert all(torch.equal(codes.detail[m], got.detail[m]) for m in codes.detail)
     out, out2 = model.decode(codes), loaded.decode(got)
     assert all(torch.equal(out[m], out2[m]) for m in out)
     assert hub.unhandled == []

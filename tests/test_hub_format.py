@@ -62,10 +62,11 @@ def test_round_trip_is_bit_identical_with_identical_outputs(saved) -> None:
     for name, tensor in expected.items():
         assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), name
     batch = vector_batch(model)
-    codes = model.encode(batch)
-    assert all(torch.equal(codes[m], loaded.encode(batch)[m]) for m in codes)
-    translated = model.decode({"a": codes["a"]}, targets=["b"])["b"]
-    assert torch.equal(translated, loaded.decode({"a": codes["a"]}, targets=["b"])["b"])
+    codes, again = model.encode(batch), loaded.encode(batch)
+    for level, by_modality in codes.levels():
+        assert all(torch.equal(c, getattr(again, level)[m]) for m, c in by_modality.items())
+    translated = model.decode(codes.select(["a"]), targets=["b"])["b"]
+    assert torch.equal(translated, loaded.decode(codes.select(["a"]), targets=["b"])["b"])
 
 
 def test_config_json_records_versions_distribution_and_adapter_configs(saved) -> None:
@@ -124,7 +125,7 @@ def test_adapter_extras_round_trip_text_tokenizer(
             "input_ids"
         ],
     )
-    assert torch.equal(model.encode(batch)["text"], loaded.encode(batch)["text"])
+    assert torch.equal(model.encode(batch).detail["text"], loaded.encode(batch).detail["text"])
 
 
 @pytest.mark.usefixtures("vector_plugin")

@@ -91,21 +91,21 @@ def test_encode_decode_matches_forward_and_translates():
     batch = toy_batch(model.adapters["vec"], model.adapters["seq"])
     codes = model.encode(batch)
     out = model(batch)
-    assert torch.equal(codes["vec"], out.codes["vec"]) and torch.equal(
-        codes["seq"], out.codes["seq"]
-    )
+    for m in ("vec", "seq"):
+        assert torch.equal(codes.detail[m], out.codes[m])
+        assert torch.equal(codes.concept[m], out.concept_codes[m])
     rec = model.decode(codes)
     assert torch.allclose(rec["vec"], out.recon["vec"], atol=1e-5)
     # Cross-modal: seq -> vec and vec -> seq, from one modality's codes only.
-    from_seq = model.decode({"seq": codes["seq"]}, targets=["vec"])
+    from_seq = model.decode(codes.select(["seq"]), targets=["vec"])
     assert from_seq["vec"].shape == (4, 12)
     from_vec = model.translate({"vec": batch["vec"]}, targets=["seq"])
     assert from_vec["seq"].shape == (4, 5, 11)
     # Encoding does not touch codebook statistics, even in training mode.
     model.train()
-    before = {k: v.clone() for k, v in model.codebook.state_dict().items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     model.encode(batch)
-    after = model.codebook.state_dict()
+    after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 

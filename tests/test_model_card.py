@@ -61,7 +61,8 @@ def test_saved_card_content(tmp_path: Path, sample_png: Path) -> None:
     assert (
         f"| b | `vector` | {VECTOR_DIST_NAME} | {VECTOR_DIST_VERSION} | 3 | 0.25 | 6.031 |" in text
     )
-    assert "Codes: **32** of dimension **16**" in text
+    assert "Detail codes: **32** of dimension **16**" in text
+    assert "Concept codes: **4** per sample and modality from a codebook of **256**" in text
     assert "4k random vectors" in text
     assert "| eval/b/mse | 0.01235 |" in text and "| step | 1200 |" in text
     assert "![Sample grid](sample_grid.png)" in text

@@ -362,6 +362,8 @@ def test_alignment_loss_is_added_when_its_weight_is_positive(tmp_path, data):
     assert "loss/align" not in off
     # the weighted alignment term is part of the total loss
     parts = sum(on[f"loss/{k}/{m}"] for k in ("rec", "vq") for m in ("image", "text"))
+    parts += sum(v for k, v in on.items() if k.startswith("loss/concept/"))  # weighted already
+    assert any(k.startswith("loss/concept/") for k in on)
     assert on["loss/total"] == pytest.approx(parts + 0.5 * on["loss/align"], rel=1e-4)
 
 

@@ -32,6 +32,14 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODALITY=JSON",
         help="an input given as JSON (e.g. a list of numbers for a plugin modality)",
     )
+    parser.add_argument(
+        "--level",
+        choices=("both", "concept", "detail"),
+        default="both",
+        help="which codes to write: the concept codes (a few per input, shared by every "
+        "modality: a compact modality-invariant summary for an index or an LM), the detail "
+        "codes (one per token), or both (default)",
+    )
     parser.add_argument("--out", help="write the codes JSON here instead of printing it")
     parser.epilog = (
         "Inputs (after MODEL): --<modality> VALUE for each modality of the model (the names "
@@ -58,7 +66,21 @@ def encode_command(args: argparse.Namespace) -> int:
     model = load_model(args)
     batch = prepare_batch(model, values, lambda m: f"--{m}")
     codes = model.encode(batch)
-    data = codes_to_dict(codes, num_codes=model.config.codebook.num_codes, model=args.model)
+    if args.level == "concept" and model.concept is None:
+        raise ValueError(
+            "--level concept: MODEL has no concept level (it was trained with num_concepts=0); "
+            "use --level detail"
+        )
+    if args.level == "concept":
+        codes.detail.clear()
+    elif args.level == "detail":
+        codes.concept.clear()
+    data = codes_to_dict(
+        codes,
+        num_codes=model.config.codebook.num_codes,
+        num_concept_codes=model.config.concept.num_codes if codes.concept else None,
+        model=args.model,
+    )
     emit_json(data, args.out, "codes")
     return 0
 
@@ -88,22 +110,24 @@ def decode_command(args: argparse.Namespace) -> int:
     """``mmvq decode MODEL codes.json --to image --out DIR``."""
     from mmvq.outputs.codes_file import read_codes
 
-    codes, num_codes = read_codes(args.codes)
+    codes, sizes = read_codes(args.codes)
     model = load_model(args)
-    k = model.config.codebook.num_codes
-    if num_codes is not None and num_codes != k:
-        raise ValueError(
-            f"{args.codes} holds codes of a {num_codes}-code codebook but MODEL's has {k}; decode "
-            "with "
-            "the model that encoded them"
-        )
-    targets = args.to or list(codes)
-    for m in list(codes) + targets:
+    ours = {"detail": model.config.codebook.num_codes}
+    if model.concept is not None:
+        ours["concept"] = model.config.concept.num_codes
+    for level, size in sizes.items():
+        if level in ours and size != ours[level]:
+            raise ValueError(
+                f"{args.codes} holds {level} codes of a {size}-code codebook but MODEL's has "
+                f"{ours[level]}; decode with the model that encoded them"
+            )
+    targets = args.to or codes.modalities
+    for m in codes.modalities + targets:
         if m not in model.adapters:
             raise ValueError(
                 f"unknown modality {m!r}; this model's modalities are {list(model.modalities)}"
             )
-    recon = model.decode({m: c.to(model.device) for m, c in codes.items()}, targets=targets)
+    recon = model.decode(codes.to(model.device), targets=targets)
     for path in write_postprocessed(model, recon, args.out):
         print(path)
     return 0
@@ -203,7 +227,12 @@ def generate_command(args: argparse.Namespace) -> int:
     for path in write_postprocessed(model, result.recon, args.out):
         print(path)
     codes_path = Path(args.out) / "codes.json"
-    data = codes_to_dict(result.codes, num_codes=model.config.codebook.num_codes, model=args.model)
+    data = codes_to_dict(
+        result.codes,
+        num_codes=model.config.codebook.num_codes,
+        num_concept_codes=model.config.concept.num_codes if result.codes.concept else None,
+        model=args.model,
+    )
     codes_path.write_text(json.dumps(data) + "\n", encoding="utf-8")
     print(codes_path)
     return 0

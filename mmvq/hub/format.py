@@ -59,8 +59,9 @@ __all__ = [
     "save_pretrained_files",
 ]
 
-FORMAT_VERSION = "1.0"
-"""``MAJOR.MINOR`` of the saved-model layout. Readers accept any minor of their major."""
+FORMAT_VERSION = "1.1"
+"""``MAJOR.MINOR`` of the saved-model layout. Readers accept any minor of their major.
+1.1 added the concept level (``model.concept``); a 1.0 model has none."""
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ADAPTERS_DIR = "adapters"
@@ -429,8 +430,10 @@ def load_pretrained_dir(cls: type[MultimodalVQ], directory: str | os.PathLike) -
     config_path = directory / CONFIG_NAME
     config = PretrainedConfig.read(config_path)
     where = str(config_path)
+    model = dict(config.model)
+    model.setdefault("concept", {"num_concepts": 0})  # written before the concept level (1.0)
     try:
-        model_config = cls.config_class.from_dict(config.model)
+        model_config = cls.config_class.from_dict(model)
     except (TypeError, ValueError) as exc:
         raise PretrainedError(
             f"{where}: 'model' does not fit this mmvq {_mmvq_version()} (saved by mmvq "
@@ -439,10 +442,10 @@ def load_pretrained_dir(cls: type[MultimodalVQ], directory: str | os.PathLike) -
         ) from None
     adapters = {m: _build_adapter(m, r, directory, where) for m, r in config.adapters.items()}
     try:
-        model = cls(adapters, model_config)
+        built = cls(adapters, model_config)
     except (TypeError, ValueError) as exc:
         raise PretrainedError(
             f"{where}: the saved configuration does not build a model: {exc}"
         ) from None
-    load_weights(model, directory / WEIGHTS_NAME)
-    return model
+    load_weights(built, directory / WEIGHTS_NAME)
+    return built

@@ -106,6 +106,8 @@ _STAT_NAMES = {
     # and what the codebook's batch statistics are called (usage/<m>, perplexity/<m>)
     "usage": ("usage", "codebook_usage_per_modality"),
     "perplexity": ("perplexity",),
+    "concept_usage": ("concept_codebook_usage_per_modality",),
+    "concept_perplexity": ("concept_perplexity",),
 }
 
 
@@ -223,7 +225,7 @@ def _usage_snippet(repo_id: str, config: PretrainedConfig) -> str:
     first = config.modalities[0]
     target = config.modalities[-1]
     decode_line = (
-        f"recon = model.decode({{'{first}': codes['{first}']}}, targets=['{target}'])"
+        f"recon = model.decode(codes.select(['{first}']), targets=['{target}'])"
         f"  # {first} -> {target}"
         if target != first
         else f"recon = model.decode(codes, targets=['{first}'])"
@@ -238,7 +240,7 @@ from mmvq import MultimodalVQ
 model = MultimodalVQ.from_pretrained("{repo_id}")
 adapter = model.adapters["{first}"]
 batch = {{"{first}": adapter.collate([adapter.preprocess(example)])}}  # your raw {first} example
-codes = model.encode(batch)                      # {{modality: LongTensor [B, tokens]}}
+codes = model.encode(batch)   # .detail[m]: LongTensor [B, tokens]; .concept[m]: [B, concepts]
 {decode_line}
 outputs = model.adapters["{target}"].postprocess(recon["{target}"])
 ```
@@ -271,20 +273,54 @@ def _modality_table(
     rows = [
         (
             "| Modality | Adapter | Provided by | Version | Tokens / sample | Codebook usage | "
-            "Perplexity |"
+            "Perplexity | Concept usage | Concept perplexity |"
         ),
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def stat(name: str, m: str) -> str:
+        value = _modality_stat(flat, name, m)
+        return _cell(value) if value is not None else "not measured"
+
     for m, record in config.adapters.items():
-        usage = _modality_stat(flat, "usage", m)
-        perplexity = _modality_stat(flat, "perplexity", m)
         rows.append(
             f"| {m} | `{record.name}` | {record.distribution or 'registered in code'} | "
-            f"{record.version or '-'} | {layout[m]} | "
-            f"{_cell(usage) if usage is not None else 'not measured'} | "
-            f"{_cell(perplexity) if perplexity is not None else 'not measured'} |"
+            f"{record.version or '-'} | {layout[m]} | {stat('usage', m)} | "
+            f"{stat('perplexity', m)} | {stat('concept_usage', m)} | "
+            f"{stat('concept_perplexity', m)} |"
         )
     return "\n".join(rows)
+
+
+def _concept_line(model: MultimodalVQ, flat: Mapping[str, Any]) -> str:
+    """The concept level in one line: its size and how well paired modalities agree on it."""
+    concept = model.config.concept
+    if not concept.enabled:
+        return "Concept level: none (detail codes only)"
+    line = (
+        f"Concept codes: **{concept.num_concepts}** per sample and modality from a codebook of "
+        f"**{concept.num_codes}** shared by all modalities"
+    )
+    measured = [
+        f"{k} {_cell(flat[k])}"
+        for k in sorted(flat)
+        if k == "concept_same_code_agreement" or k.startswith("retrieval_r1_")
+    ]
+    return line + (f" (last evaluation: {', '.join(measured)})" if measured else "")
+
+
+def _codebook_section(
+    model: MultimodalVQ, config: PretrainedConfig, flat: Mapping[str, Any]
+) -> str:
+    cb = model.config.codebook
+    dec = model.config.decoder
+    return (
+        f"- Detail codes: **{cb.num_codes}** of dimension **{cb.code_dim}**, shared by all "
+        "modalities\n  (one per adapter token)\n"
+        f"- {_concept_line(model, flat)}\n"
+        f"- Fusion decoder: depth {dec.depth}, width {dec.dim}, {dec.heads} attention heads\n"
+        f"- Checkpoint format {config.format_version}, written by mmvq {config.mmvq_version}"
+    )
 
 
 def _evaluation_section(flat: Mapping[str, Any]) -> str:
@@ -327,8 +363,6 @@ def build_model_card(
     data = _card_data(card_data, config.modalities, datasets)
     repo = repo_id or "path/to/this-model"
     title = repo_id.split("/")[-1] if repo_id else "mmvq model"
-    cb = model.config.codebook
-    dec = model.config.decoder
     table = _modality_table(config, model.num_tokens(), flat)
     evaluation = _evaluation_section(flat)
     samples = (
@@ -349,14 +383,13 @@ from its own codes or translated from another modality's codes.
 
 {table}
 
-Usage is the fraction of the codebook a modality uses; perplexity is the exponential of the entropy
-of its code distribution (both from the last evaluation).
+Usage is the fraction of a codebook a modality uses; perplexity is the exponential of the entropy
+of its code distribution (both from the last evaluation), for the detail codes and for the concept
+codes (a few per sample, which paired modalities are trained to agree on).
 
 ## Codebook
 
-- Codes: **{cb.num_codes}** of dimension **{cb.code_dim}**, shared by all modalities
-- Fusion decoder: depth {dec.depth}, width {dec.dim}, {dec.heads} attention heads
-- Checkpoint format {config.format_version}, written by mmvq {config.mmvq_version}
+{_codebook_section(model, config, flat)}
 
 ## Training data
 

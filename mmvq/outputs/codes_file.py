@@ -4,11 +4,17 @@
 
     {
       "format": "mmvq-codes",
-      "version": 1,
-      "model": "org/name",            # informative
-      "num_codes": 1024,              # the codebook size the codes index
-      "codes": {"text": [[12, 7, -1, ...]], "image": [[...]]}   # [batch][tokens], -1 = padding
+      "version": 2,
+      "model": "org/name",              # informative
+      "num_codes": 1024,                # the detail codebook's size
+      "codes": {"text": [[12, 7, -1, ...]], "image": [[...]]},    # detail: [batch][tokens]
+      "num_concept_codes": 256,         # with concept codes: the concept codebook's size
+      "concept_codes": {"text": [[3, 41, 9, 120]], "image": [[...]]}   # [batch][concepts]
     }
+
+``-1`` marks padding (detail) or an absent row. Either level may be missing (``mmvq encode
+--level concept`` writes concept codes only, with ``"codes": {}``); version 1 files (detail codes
+only) are still read.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmvq.concept.codes import MultimodalCodes
 from mmvq.utils.checks import is_int
 
 __all__ = [
@@ -34,7 +41,8 @@ __all__ = [
 ]
 
 CODES_FORMAT = "mmvq-codes"
-CODES_VERSION = 1
+CODES_VERSION = 2
+_READABLE = (1, 2)
 
 
 class CodesFileError(ValueError):
@@ -42,38 +50,32 @@ class CodesFileError(ValueError):
 
 
 def codes_to_dict(
-    codes: Mapping[str, Tensor], *, num_codes: int, model: str | None = None
+    codes: MultimodalCodes | Mapping[str, Tensor],
+    *,
+    num_codes: int,
+    num_concept_codes: int | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON-serialisable form of ``{modality: long [B, N]}``."""
-    return {
+    """The JSON-serialisable form of two-level codes (or ``{modality: detail codes}``)."""
+    codes = MultimodalCodes.from_mapping(codes)
+    data: dict[str, Any] = {
         "format": CODES_FORMAT,
         "version": CODES_VERSION,
         "model": model,
         "num_codes": int(num_codes),
-        "codes": {m: c.detach().cpu().long().tolist() for m, c in codes.items()},
+        "codes": {m: c.detach().cpu().long().tolist() for m, c in codes.detail.items()},
     }
+    if codes.concept:
+        data["num_concept_codes"] = None if num_concept_codes is None else int(num_concept_codes)
+        data["concept_codes"] = {
+            m: c.detach().cpu().long().tolist() for m, c in codes.concept.items()
+        }
+    return data
 
 
-def codes_from_dict(data: Any, where: str = "codes") -> tuple[dict[str, Tensor], int | None]:
-    """``({modality: long [B, N]}, num_codes)`` from :func:`codes_to_dict` output.
-
-    Raises:
-        CodesFileError: wrong layout (the message names the field and the expected form).
-    """
-    if not isinstance(data, Mapping) or data.get("format") != CODES_FORMAT:
-        raise CodesFileError(
-            f'{where} is not an mmvq codes file (expected a JSON object with "format": '
-            f'"{CODES_FORMAT}", as written by `mmvq encode --out`)'
-        )
-    if data.get("version") != CODES_VERSION:
-        raise CodesFileError(
-            f"{where} has version {data.get('version')!r}; this mmvq reads version {CODES_VERSION}"
-        )
-    raw = data.get("codes")
-    if not isinstance(raw, Mapping) or not raw:
-        raise CodesFileError(
-            f"{where}: 'codes' must map at least one modality to [[code, ...], ...]"
-        )
+def _rows(raw: Any, key: str, where: str) -> dict[str, Tensor]:
+    if not isinstance(raw, Mapping):
+        raise CodesFileError(f"{where}: {key!r} must map modalities to [[code, ...], ...]")
     out: dict[str, Tensor] = {}
     for m, rows in raw.items():
         ok = (
@@ -85,16 +87,46 @@ def codes_from_dict(data: Any, where: str = "codes") -> tuple[dict[str, Tensor],
         )
         if not ok:
             raise CodesFileError(
-                f"{where}: codes[{m!r}] must be a non-empty list of equally long, non-empty lists "
-                "of "
-                f"integers ([batch][tokens], -1 for padding), got {json.dumps(rows)[:80]}"
+                f"{where}: {key}[{m!r}] must be a non-empty list of equally long, non-empty "
+                f"lists of integers ([batch][codes], -1 for padding), got {json.dumps(rows)[:80]}"
             )
         out[m] = torch.tensor(rows, dtype=torch.long)
-    num_codes = data.get("num_codes")
-    return out, num_codes if isinstance(num_codes, int) else None
+    return out
 
 
-def read_codes(path: str | os.PathLike) -> tuple[dict[str, Tensor], int | None]:
+def codes_from_dict(data: Any, where: str = "codes") -> tuple[MultimodalCodes, dict[str, int]]:
+    """``(codes, sizes)`` from :func:`codes_to_dict` output; ``sizes`` maps each level present
+    to the codebook size the file records (``"detail"``, ``"concept"``).
+
+    Raises:
+        CodesFileError: wrong layout (the message names the field and the expected form).
+    """
+    if not isinstance(data, Mapping) or data.get("format") != CODES_FORMAT:
+        raise CodesFileError(
+            f'{where} is not an mmvq codes file (expected a JSON object with "format": '
+            f'"{CODES_FORMAT}", as written by `mmvq encode --out`)'
+        )
+    if data.get("version") not in _READABLE:
+        raise CodesFileError(
+            f"{where} has version {data.get('version')!r}; this mmvq reads versions {_READABLE}"
+        )
+    codes = MultimodalCodes(
+        concept=_rows(data.get("concept_codes", {}), "concept_codes", where),
+        detail=_rows(data.get("codes", {}), "codes", where),
+    )
+    if not codes.modalities:
+        raise CodesFileError(
+            f"{where}: 'codes' (or 'concept_codes') must map at least one modality to "
+            "[[code, ...], ...]"
+        )
+    sizes = {}
+    for level, key in (("detail", "num_codes"), ("concept", "num_concept_codes")):
+        if is_int(data.get(key)):
+            sizes[level] = int(data[key])
+    return codes, sizes
+
+
+def read_codes(path: str | os.PathLike) -> tuple[MultimodalCodes, dict[str, int]]:
     """Read a codes file written by ``mmvq encode``."""
     path = Path(path)
     if not path.is_file():

@@ -24,6 +24,11 @@ returns one flat dict (plus a few per-modality dicts):
   modalities' code sets; mean over pairs, with ``overlap_per_pair``) and ``same_code_agreement``
   (per-example Jaccard of paired modalities' code sets; mean over pairs, with
   ``same_code_agreement_per_pair``);
+* with a concept level: the same statistics of the concept codes, prefixed ``concept_``
+  (``concept_same_code_agreement``: do an image and its caption pick the same concept codes?),
+  cross-modal retrieval by concept codes ``retrieval_r1_<a>_to_<b>``
+  (:class:`~mmvq.concept.RetrievalAccumulator`), and translation from the source's concept codes
+  alone, ``<s>_to_<t>_concept_only_<metric>`` (the translations above use both levels);
 * ``eval_samples``: the number of examples evaluated.
 
 It runs on the calling process only and makes no collective call (the training loop calls it on
@@ -41,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmvq.concept import MultimodalCodes, RetrievalAccumulator
 from mmvq.data.builtin import Scorer
 from mmvq.outputs.files import sample_rate_of
 from mmvq.outputs.samples import write_samples
@@ -133,6 +139,12 @@ class _Evaluation:
         self.stats = CodebookStatsAccumulator(
             model.config.codebook.num_codes, tuple(model.modalities)
         )
+        self.concept_stats = (
+            CodebookStatsAccumulator(model.config.concept.num_codes, tuple(model.modalities))
+            if model.concept is not None
+            else None
+        )
+        self.retrieval = RetrievalAccumulator(tuple(model.modalities))
         self.samples: dict[str, dict[str, list[Any]]] = {}
         self.seen = 0  # examples read from the loader
         self.skipped = 0  # examples left out for non-finite inputs
@@ -165,9 +177,14 @@ class _Evaluation:
         with autocast():
             out = model(batch)
             _reconstruction_metrics(model, batch, out, self.means)
-            self.stats.update(dict(out.codes), {m: p.bool() for m, p in out.present.items()})
-            translations = _translations(model, batch, out, self.means)
+            present = {m: p.bool() for m, p in out.present.items()}
+            self.stats.update(dict(out.codes), present)
+            if self.concept_stats is not None:
+                self.concept_stats.update(out.concept_codes, present)
+                self.retrieval.add(out.concept_codes, batch, present)
+            translations, concept_only = _translations(model, batch, out, self.means)
         _score(model, self.scorers, translations, refs, self.means)
+        _score(model, self.scorers, concept_only, refs, self.means, level="_concept_only")
         if sample and self.collected < self.num_sample_rows:
             limit = self.num_sample_rows - self.collected
             self.collected += _collect_samples(model, out, translations, refs, limit, self.samples)
@@ -181,7 +198,12 @@ class _Evaluation:
                 + "); check the eval dataset"
             )
         metrics: dict[str, Any] = self.means.result()
-        metrics.update(_codebook_metrics(self.stats.compute(), tuple(self.model.modalities)))
+        modalities = tuple(self.model.modalities)
+        metrics.update(_codebook_metrics(self.stats.compute(), modalities))
+        if self.concept_stats is not None:
+            concept = _codebook_metrics(self.concept_stats.compute(), modalities)
+            metrics.update({f"concept_{k}": v for k, v in concept.items()})
+            metrics.update(self.retrieval.compute())
         metrics["eval_samples"] = evaluated
         if self.skipped:
             metrics["eval_nonfinite_examples"] = self.skipped
@@ -265,14 +287,19 @@ def _reconstruction_metrics(
             means.add(f"{m}_rec_loss", float(out.rec_loss_mean[m]), n)
 
 
+Translations = dict[tuple[str, str], tuple[Tensor, Tensor]]
+
+
 def _translations(
     model: nn.Module, batch: Mapping[str, Any], out: Any, means: _Means
-) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
+) -> tuple[Translations, Translations]:
     """Decode each modality from each other modality's codes alone; score with adapter metrics.
 
-    Returns ``{(source, target): (rows, translation of those rows)}``.
+    Returns ``{(source, target): (rows, translation of those rows)}`` from both code levels, and
+    the same from the source's concept codes alone (empty without a concept level).
     """
-    result = {}
+    result: Translations = {}
+    alone_result: Translations = {}
     for target in out.present:
         for source in out.present:
             if source == target:
@@ -280,14 +307,24 @@ def _translations(
             rows = out.present[source] & out.present[target]
             if not bool(rows.any()):
                 continue
-            generated = model.decode({source: out.codes[source][rows]}, targets=[target])[target]
+            concepts = out.concept_codes
+            codes = MultimodalCodes(
+                {source: concepts[source][rows]} if source in concepts else {},
+                {source: out.codes[source][rows]},
+            )
+            generated = model.decode(codes, targets=[target])[target]
             result[(source, target)] = (rows, generated)
+            reference = select_rows(batch[target], rows)
+            adapter = model.adapters[target]
             n = float(rows.sum())
-            for name, value in (
-                model.adapters[target].metrics(select_rows(batch[target], rows), generated).items()
-            ):
+            for name, value in adapter.metrics(reference, generated).items():
                 means.add(f"{source}_to_{target}_{name}", value, n)
-    return result
+            if codes.concept:
+                alone = model.decode(MultimodalCodes(concept=codes.concept), targets=[target])
+                alone_result[(source, target)] = (rows, alone[target])
+                for name, value in adapter.metrics(reference, alone[target]).items():
+                    means.add(f"{source}_to_{target}_concept_only_{name}", value, n)
+    return result, alone_result
 
 
 def _warn_no_references(source: str, target: str) -> None:
@@ -310,7 +347,10 @@ def _score(
     translations: Mapping[tuple[str, str], tuple[Tensor, Tensor]],
     refs: References,
     means: _Means,
+    level: str = "",
 ) -> None:
+    """Score translations with the data's scorers; ``level`` (e.g. ``"_concept_only"``) goes
+    after ``<source>_to_<target>`` in the metric names."""
     for (source, target), fn in scorers.items():
         if (source, target) not in translations:
             continue
@@ -321,10 +361,15 @@ def _score(
         index = rows.nonzero().flatten().tolist()
         sources = [refs[i][source] for i in index]
         result = fn(_postprocess(model.adapters[target], generated), sources)
-        prefix = f"{source}_to_{target}"
+        base = f"{source}_to_{target}"
+        prefix = base + level
         if isinstance(result, Mapping):
             for name, value in result.items():
-                key = name if name.startswith(prefix) else f"{prefix}_score_{name}"
+                key = (
+                    prefix + name[len(base) :]
+                    if name.startswith(base)
+                    else f"{prefix}_score_{name}"
+                )
                 means.add(key, float(value), len(index))
         else:
             means.add(f"{prefix}_score", float(result), len(index))

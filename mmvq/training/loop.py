@@ -237,8 +237,8 @@ class Loop:
     def _generator_loss(
         self, batch: Mapping[str, Any], log_step: bool, gan_active: bool
     ) -> GeneratorLoss:
-        """Forward, then the generator's loss: balanced reconstruction + commitment + alignment
-        + GAN."""
+        """Forward, then the generator's loss: balanced reconstruction + commitment + the concept
+        level's losses + token alignment + GAN."""
         cfg, mods = self.cfg, self.modules
         net = mods.net
         out = mods.model(batch)
@@ -247,10 +247,14 @@ class Loop:
         )
         loss = balance.loss + sum(out.vq_loss.values())
         align_log: dict[str, Any] = {}
+        if out.concept is not None:
+            loss = loss + sum(out.concept.loss.values())
+            align_log.update({f"loss/concept/{k}": v.detach() for k, v in out.concept.loss.items()})
+            align_log.update({f"codebook/concept/{k}": v for k, v in out.concept.stats.items()})
         if cfg.alignment.weight > 0:
-            a_loss, align_log = alignment_loss(out, net.codebook, cfg.alignment)
+            a_loss, a_log = alignment_loss(out, net.codebook, cfg.alignment)
             loss = loss + cfg.alignment.weight_at(self.state["step"]) * a_loss
-            align_log = dict(align_log, **{"loss/align": a_loss.detach()})
+            align_log.update(a_log, **{"loss/align": a_loss.detach()})
         gan_log: dict[str, Tensor] = {}
         inputs: dict[str, tuple[Tensor, Tensor]] = {}
         if gan_active:

@@ -50,6 +50,7 @@ def build_model(args: ModelArguments) -> MultimodalVQ:
             "heads": values["decoder_heads"],
             "mlp_ratio": values["decoder_mlp_ratio"],
         },
+        concept=dict(args.concept),
         modality_dropout=args.modality_dropout,
     )
     return MultimodalVQ.build(adapters, config)

@@ -109,6 +109,13 @@ class ModelArguments:
     decoder_mlp_ratio: float | None = field(
         default=None, metadata={"help": "Fusion decoder MLP width / dim."}
     )
+    concept: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "ConceptConfig options of the concept level: 'num_concepts=4,num_codes=256' "
+            "or JSON; num_concepts=0 turns it off."
+        },
+    )
     modality_dropout: float = field(
         default=0.5,
         metadata={"help": "Probability of hiding a modality from the decoder in training."},
@@ -144,6 +151,9 @@ class ModelArguments:
                 )
         self.codebook_overrides = parse_mapping(
             self.codebook_overrides, "ModelArguments.codebook_overrides", example="num_codes=256"
+        )
+        self.concept = parse_mapping(
+            self.concept, "ModelArguments.concept", example="num_concepts=4"
         )
 
     @property

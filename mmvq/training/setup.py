@@ -180,9 +180,10 @@ def _prepare(
 ) -> tuple[Modules, Optimizers, Any, bool]:
     """Optimizers built and everything prepared by Accelerate: the generator (+ balancer) and
     the discriminators as separate modules with separate optimizers."""
-    g_params = [p for p in model.parameters() if p.requires_grad] + [
-        p for p in balancer.parameters() if p.requires_grad
-    ]
+    balancer_params = [p for p in balancer.parameters() if p.requires_grad]
+    g_params = model.parameter_groups(cfg.learning_rate)
+    if balancer_params:
+        g_params.append({"params": balancer_params, "lr": cfg.learning_rate})
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     g_opt = torch.optim.AdamW(
         g_params,
