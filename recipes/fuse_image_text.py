@@ -37,9 +37,9 @@ DEFAULTS = dict(
     eval_every=200,
     save_every=200,
     max_eval_samples=128,
-    # Cross-modal code matching (mmvq/training/align.py) stays off: on this recipe it trains but
-    # shares few codes (eval overlap 0.03 at 600 steps) and costs image PSNR (23.0 -> 19.9 dB) and
-    # image->text translation (exact match 0.56 -> 0.0). Turn on with --alignment weight=0.3.
+    # The concept level (mmvq/concept/, on by default: 4 concept codes per sample from a 256-code
+    # concept codebook) is what paired image and caption share; the token-level alignment loss
+    # (mmvq/training/align.py) stays off. Turn the concept level off with --concept num_concepts=0.
     alignment="weight=0.0",
 )
 

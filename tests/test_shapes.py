@@ -24,6 +24,7 @@ from mmvq_adapters.shapes import (
     chance_accuracy,
     make_shapes_dataset,
     parse_caption,
+    parse_pattern,
     predict_attributes,
     render_audio,
     render_image,
@@ -239,6 +240,55 @@ def test_make_shapes_dataset_rejects_bad_arguments():
         make_shapes_dataset(num_train=0)
     with pytest.raises(ValueError, match="resolution must be an int >= 16"):
         make_shapes_dataset(num_train=2, resolution=4)
+
+
+HOLDOUT = ["purple triangle", "large center"]
+
+
+def test_holdout_keeps_combinations_out_of_train_and_validation():
+    dd = make_shapes_dataset(
+        num_train=300,
+        num_eval=40,
+        seed=2,
+        resolution=16,
+        holdout=HOLDOUT,
+    )
+    assert set(dd) == {"train", "validation", "unseen"}
+    assert len(dd["unseen"]) == 40
+
+    def held(row):
+        return (row["colour"], row["shape"]) == ("purple", "triangle") or (
+            row["size"],
+            row["position"],
+        ) == ("large", "center")
+
+    assert not any(held(r) for r in dd["train"]) and not any(held(r) for r in dd["validation"])
+    assert all(held(r) for r in dd["unseen"])
+    # both patterns are drawn from, and the split is reproducible
+    assert {r["shape"] for r in dd["unseen"] if r["size"] != "large"} == {"triangle"}
+    assert any(r["size"] == "large" for r in dd["unseen"])
+    again = make_shapes_dataset(
+        num_train=300,
+        num_eval=40,
+        seed=2,
+        resolution=16,
+        holdout=HOLDOUT,
+    )
+    assert again["unseen"]["text"] == dd["unseen"]["text"]
+
+
+def test_holdout_patterns_are_checked():
+    assert parse_pattern("Large circle top left") == {
+        "size": "large",
+        "shape": "circle",
+        "position": "top left",
+    }
+    with pytest.raises(ValueError, match="'blorp' is no attribute value"):
+        make_shapes_dataset(num_train=2, holdout=["blorp triangle"])
+    with pytest.raises(ValueError, match="names two colours"):
+        parse_pattern("red blue circle")
+    with pytest.raises(ValueError, match="covers every combination"):
+        make_shapes_dataset(num_train=2, holdout=["circle", "square", "triangle"])
 
 
 # ---------------------------------------------------------------------------- scoring

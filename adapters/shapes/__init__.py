@@ -31,6 +31,7 @@ from mmvq_adapters.shapes.attributes import (
     all_attributes,
     caption,
     parse_caption,
+    parse_pattern,
     sample_attributes,
 )
 from mmvq_adapters.shapes.dataset import (
@@ -78,6 +79,7 @@ __all__ = [
     "chance_accuracy",
     "make_shapes_dataset",
     "parse_caption",
+    "parse_pattern",
     "predict_attributes",
     "render_audio",
     "render_image",

@@ -17,12 +17,15 @@ inverts it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "ATTRIBUTE_VALUES",
+    "matches",
+    "parse_pattern",
     "BACKGROUND",
     "PALETTE",
     "POSITIONS",
@@ -115,6 +118,45 @@ def sample_attributes(rng: np.random.Generator) -> ShapeAttributes:
         name: values[int(rng.integers(len(values)))] for name, values in ATTRIBUTE_VALUES.items()
     }
     return ShapeAttributes(**picks)
+
+
+def parse_pattern(pattern: str) -> dict[str, str]:
+    """An attribute pattern such as ``"purple triangle"`` or ``"large circle center"``: the
+    attribute values it names (at most one per attribute), ``{"colour": "purple", ...}``."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise ValueError(f"an attribute pattern must be a non-empty string, got {pattern!r}")
+    words = pattern.lower().split()
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        for name, allowed in ATTRIBUTE_VALUES.items():
+            # multi-word values first ("top left" before a lone word)
+            hit = next(
+                (
+                    v
+                    for v in sorted(allowed, key=len, reverse=True)
+                    if words[i : i + len(v.split())] == v.split()
+                ),
+                None,
+            )
+            if hit is not None:
+                if name in values:
+                    raise ValueError(f"attribute pattern {pattern!r} names two {name}s")
+                values[name] = hit
+                i += len(hit.split())
+                break
+        else:
+            known = sorted({v for vs in ATTRIBUTE_VALUES.values() for v in vs})
+            raise ValueError(
+                f"attribute pattern {pattern!r}: {words[i]!r} is no attribute value; use values "
+                f"of {known}"
+            )
+    return values
+
+
+def matches(attrs: ShapeAttributes, patterns: Sequence[Mapping[str, str]]) -> bool:
+    """Whether ``attrs`` has every value of some pattern (:func:`parse_pattern` output)."""
+    return any(all(getattr(attrs, k) == v for k, v in p.items()) for p in patterns)
 
 
 # ------------------------------------------------------------------------------- captions

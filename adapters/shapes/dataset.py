@@ -13,7 +13,15 @@ import numpy as np
 
 from mmvq.data.builtin import BuiltinDataset
 from mmvq.utils.checks import check_int
-from mmvq_adapters.shapes.attributes import caption, parse_caption, sample_attributes
+from mmvq_adapters.shapes.attributes import (
+    ShapeAttributes,
+    all_attributes,
+    caption,
+    matches,
+    parse_caption,
+    parse_pattern,
+    sample_attributes,
+)
 from mmvq_adapters.shapes.render import audio_wav_bytes, check_resolution, png_bytes
 from mmvq_adapters.shapes.scoring import text_to_image_score
 
@@ -31,6 +39,7 @@ def make_shapes_dataset(
     with_audio: bool = False,
     sample_rate: int = 8000,
     audio_seconds: float = 1.0,
+    holdout: Sequence[str] = (),
 ) -> datasets.DatasetDict:
     """Build the shapes dataset: a ``datasets.DatasetDict`` with splits "train" and "validation".
 
@@ -42,6 +51,11 @@ def make_shapes_dataset(
     data and the splits are not copies of each other. (The caption determines the image, so with
     only 240 combinations most validation examples also occur in training: validation measures
     fit, not generalisation to unseen combinations.)
+
+    ``holdout``: attribute patterns (e.g. ``["purple triangle", "large circle center"]``, see
+    :func:`~mmvq_adapters.shapes.attributes.parse_pattern`) whose combinations never occur in
+    "train" or "validation"; a third split, "unseen", holds ``num_eval`` examples drawn from them
+    only, to measure generalisation to combinations the model never saw.
     """
     import datasets
 
@@ -61,13 +75,19 @@ def make_shapes_dataset(
     }
     if with_audio:
         features["audio"] = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
+    patterns = [parse_pattern(p) for p in holdout]
+    unseen = [a for a in all_attributes() if matches(a, patterns)]
+    if patterns and len(unseen) == len(all_attributes()):
+        raise ValueError(
+            f"holdout {list(holdout)} covers every combination; nothing is left to train"
+        )
+    plan = [("train", train_ss, num_train, False), ("validation", eval_ss, num_eval, False)]
+    if patterns:
+        plan.append(("unseen", np.random.SeedSequence([seed, 1]), num_eval, True))
     splits = {}
-    for split, seed_seq, count in (
-        ("train", train_ss, num_train),
-        ("validation", eval_ss, num_eval),
-    ):
+    for split, seed_seq, count, held in plan:
         rng = np.random.default_rng(seed_seq)
-        attrs = [sample_attributes(rng) for _ in range(count)]
+        attrs = _draw(rng, count, patterns, unseen if held else None)
         columns: dict[str, list[Any]] = {
             "image": [{"bytes": png_bytes(a, resolution), "path": None} for a in attrs],
             "text": [caption(a) for a in attrs],
@@ -87,6 +107,24 @@ def make_shapes_dataset(
             ds = ds.cast_column("audio", datasets.Audio(sampling_rate=sample_rate, decode=False))
         splits[split] = ds
     return datasets.DatasetDict(splits)
+
+
+def _draw(
+    rng: np.random.Generator,
+    count: int,
+    patterns: list[dict[str, str]],
+    unseen: list[ShapeAttributes] | None,
+) -> list[ShapeAttributes]:
+    """``count`` attribute draws: uniform over the held-out combinations (``unseen``), or
+    uniform over the others (rejecting held-out draws)."""
+    if unseen is not None:
+        return [unseen[int(rng.integers(len(unseen)))] for _ in range(count)]
+    out: list[ShapeAttributes] = []
+    while len(out) < count:
+        attrs = sample_attributes(rng)
+        if not matches(attrs, patterns):
+            out.append(attrs)
+    return out
 
 
 def shapes_text_to_image_scorer(images: list[Any], captions: list[str]) -> dict[str, float]:
@@ -109,6 +147,13 @@ class ShapesOptions:
         metadata={"help": "Built-in audio column; default: when 'audio' is a requested modality."},
     )
     sample_rate: int = field(default=8000, metadata={"help": "Built-in audio rate (Hz)."})
+    holdout: str = field(
+        default="",
+        metadata={
+            "help": "Attribute patterns never trained on, ';'-separated (e.g. 'purple triangle;"
+            "large circle center'); adds an 'unseen' split of them."
+        },
+    )
 
 
 class ShapesDataset(BuiltinDataset):
@@ -138,6 +183,7 @@ class ShapesDataset(BuiltinDataset):
             resolution=options.resolution,
             with_audio=with_audio,
             sample_rate=options.sample_rate,
+            holdout=[p for p in options.holdout.split(";") if p.strip()],
         )
 
     def translation_scorers(self, column_map: Mapping[str, str]) -> dict[str, Any]:

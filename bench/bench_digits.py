@@ -1,0 +1,227 @@
+"""Real data, not only shapes: handwritten digits paired with their words (and spoken words).
+
+scikit-learn's bundled ``load_digits`` (1,797 8x8 handwritten digits from 43 writers) is paired
+with the digit's word ("seven") and, where Debian's ``espeak-ng`` is installed (``--audio``), the
+spoken word: training rows are spoken by several espeak-ng voices, test rows by a voice never
+heard in training. The model (the default recipe's settings, concept level on) trains on part of
+the rows; on the other rows the bench reports
+
+* image -> text exact match (the word decoded from the image's codes alone), from both code
+  levels and from the concept codes alone, and audio -> text likewise with ``--audio``;
+* cross-modal retrieval by concept codes, R@1 (a hit retrieves an item of the query's digit);
+* concept-level agreement (mean per-row Jaccard of paired concept codes) and codebook use,
+
+next to supervised classifiers trained on the same rows' pixels (logistic regression and an RBF
+SVM): the best of them is the ceiling, and the last column is the ratio to it. Not a test (it
+trains for minutes); its figures go in README::
+
+    python bench/bench_digits.py                      # image + text
+    python bench/bench_digits.py --audio              # + spoken words (needs espeak-ng)
+    python bench/bench_digits.py --max_steps 1200 --concepts 0   # longer; no concept level
+
+The last line is a JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TRAIN_VOICES = ("en+m1", "en+m3", "en+f1", "en+f3", "en-us+m2", "en-us+f2")
+TEST_VOICE = "en+m7"  # never heard in training
+
+
+def _image_bytes(pixels: np.ndarray) -> dict:
+    """An 8x8 digit (0..16) as a 32x32 RGB PNG, white on black like the shapes data."""
+    from PIL import Image
+
+    img = Image.fromarray((pixels * (255 / 16)).astype(np.uint8), mode="L")
+    img = img.resize((32, 32), Image.BILINEAR).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def _spoken(word: str, voice: str, speed: int, pitch: int) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", f.name, word]
+        subprocess.run(cmd, check=True, capture_output=True)
+        return {"bytes": Path(f.name).read_bytes(), "path": None}
+
+
+def make_data(test_fraction: float, seed: int, audio: bool):
+    """``(train, test, labels_train, labels_test, pixels_train, pixels_test)``."""
+    import datasets
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    idx_train, idx_test = train_test_split(
+        np.arange(len(digits.target)),
+        test_size=test_fraction,
+        random_state=seed,
+        stratify=digits.target,
+    )
+    rng = np.random.default_rng(seed)
+
+    def rows(indices: np.ndarray, test: bool) -> datasets.Dataset:
+        columns = {
+            "image": [_image_bytes(digits.images[i]) for i in indices],
+            "text": [WORDS[digits.target[i]] for i in indices],
+        }
+        features = {"image": datasets.Image(), "text": datasets.Value("string")}
+        if audio:
+            columns["audio"] = [
+                _spoken(
+                    WORDS[digits.target[i]],
+                    TEST_VOICE if test else TRAIN_VOICES[int(rng.integers(len(TRAIN_VOICES)))],
+                    int(rng.integers(140, 190)),
+                    int(rng.integers(30, 70)),
+                )
+                for i in indices
+            ]
+            features["audio"] = datasets.Audio(decode=False)
+        return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+    return (
+        rows(idx_train, False),
+        rows(idx_test, True),
+        digits.target[idx_train],
+        digits.target[idx_test],
+        digits.data[idx_train],
+        digits.data[idx_test],
+    )
+
+
+def ceilings(x_train, y_train, x_test, y_test) -> dict[str, float]:
+    """Test accuracy of supervised classifiers trained on the same rows' pixels."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    logreg = LogisticRegression(max_iter=5000).fit(x_train, y_train)
+    svm = SVC(gamma=0.001, C=10.0).fit(x_train, y_train)
+    return {
+        "logistic_regression": float(logreg.score(x_test, y_test)),
+        "svm_rbf": float(svm.score(x_test, y_test)),
+    }
+
+
+def build(modalities: list[str], concepts: int):
+    from mmvq.training.recipe import build_model
+    from mmvq.training.recipe_args import ModelArguments
+
+    overrides = {
+        "image": {"base_channels": 16, "num_groups": 8, "disc_base_channels": 16, "loss": "l2"},
+        "audio": {
+            "base_channels": 16,
+            "num_groups": 8,
+            "disc_base_channels": 16,
+            "attn_at_lowest": False,
+        },
+    }
+    args = ModelArguments(
+        modalities=",".join(modalities),
+        adapter_overrides={m: o for m, o in overrides.items() if m in modalities},
+        num_codes=256,
+        concept={"num_concepts": concepts},
+    )
+    return build_model(args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max_steps", type=int, default=600)
+    parser.add_argument(
+        "--concepts", type=int, default=4, help="num_concepts (0: no concept level)"
+    )
+    parser.add_argument("--audio", action="store_true", help="add spoken words (espeak-ng)")
+    parser.add_argument("--test_fraction", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", default="outputs/bench_digits")
+    args = parser.parse_args()
+    if args.audio and shutil.which("espeak-ng") is None:
+        raise SystemExit("--audio needs Debian's espeak-ng (apt-get install espeak-ng)")
+
+    import torch
+
+    import mmvq
+    from mmvq.training import TrainConfig
+
+    modalities = ["image", "text"] + (["audio"] if args.audio else [])
+    t0 = time.perf_counter()
+    train_ds, test_ds, y_train, y_test, x_train, x_test = make_data(
+        args.test_fraction, args.seed, args.audio
+    )
+    ceiling = ceilings(x_train, y_train, x_test, y_test)
+    torch.manual_seed(args.seed)
+    model = build(modalities, args.concepts)
+    shutil.rmtree(args.output_dir, ignore_errors=True)  # the bench owns its output folder
+    config = TrainConfig(
+        output_dir=args.output_dir,
+        max_steps=args.max_steps,
+        per_device_batch_size=32,
+        learning_rate=1e-3,
+        lr_warmup_steps=20,
+        adam_beta1=0.9,
+        adam_beta2=0.99,
+        gan_start_step=int(0.75 * args.max_steps),
+        gan_weight=0.1,
+        eval_every=0,
+        save_every=0,
+        max_eval_samples=len(test_ds),
+        report_to="none",
+        seed=args.seed,
+    )
+    result = mmvq.train(model, train_ds, config, eval_data=test_ds)
+    m = result.metrics
+    best = max(ceiling.values())
+    figures = {
+        "train_rows": len(train_ds),
+        "test_rows": len(test_ds),
+        "steps": args.max_steps,
+        "num_concepts": args.concepts,
+        **{f"ceiling_{k}": v for k, v in ceiling.items()},
+        "image_to_text_exact_match": m.get("image_to_text_exact_match"),
+        "image_to_text_concept_only_exact_match": m.get("image_to_text_concept_only_exact_match"),
+        "retrieval_r1_image_to_text": m.get("retrieval_r1_image_to_text"),
+        "retrieval_r1_text_to_image": m.get("retrieval_r1_text_to_image"),
+        "concept_same_code_agreement": m.get("concept_same_code_agreement"),
+        "image_psnr": m.get("image_psnr"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if args.audio:
+        for key in (
+            "audio_to_text_exact_match",
+            "audio_to_text_concept_only_exact_match",
+            "retrieval_r1_audio_to_text",
+            "retrieval_r1_text_to_audio",
+            "retrieval_r1_audio_to_image",
+            "retrieval_r1_image_to_audio",
+        ):
+            figures[key] = m.get(key)
+    print(
+        f"\nhandwritten digits: {len(train_ds)} training rows, {len(test_ds)} test rows, "
+        f"{args.max_steps} steps, concepts {args.concepts}"
+    )
+    print(
+        f"ceiling (best supervised classifier on the same rows' pixels): {best:.3f} "
+        f"({', '.join(f'{k} {v:.3f}' for k, v in ceiling.items())})"
+    )
+    print(f"{'metric':44s} {'value':>8s} {'/ ceiling':>10s}")
+    for key, value in figures.items():
+        if isinstance(value, float) and (key.startswith(("image_to", "audio_to", "retrieval"))):
+            print(f"{key:44s} {value:8.3f} {value / best:10.2f}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
