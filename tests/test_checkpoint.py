@@ -25,6 +25,7 @@ from mmvq.training.checkpoint import (
     save_checkpoint,
 )
 from mmvq.training.run_dir import RunDirectory
+from mmvq.training.run_identity import OutputDirError
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +72,12 @@ def test_resumed_run_reproduces_the_uninterrupted_loss_trajectory(tmp_path, data
         train(model, crashing, tiny_config(tmp_path / "resumed", **opts), eval_ds)
     assert [step for step, _ in RunDirectory(tmp_path / "resumed").list_checkpoints()] == [4]
     reset_accelerate()
-    # ... then resumed from its last checkpoint with a fresh model.
+    # ... then resumed from its last checkpoint with a fresh model (the same data, in the same
+    # wrapper: the run's identity includes the data's).
+    model = tiny_model()
     resumed = train(
-        tiny_model(),
-        train_ds,
+        model,
+        _CrashAfter(torch_dataset(model, train_ds), limit=10**9),
         tiny_config(tmp_path / "resumed", resume_from_checkpoint="latest", **opts),
         eval_ds,
     )
@@ -131,7 +134,8 @@ def test_keep_last_checkpoints_and_incomplete_directories_are_ignored(tmp_path, 
         "trainer_state.json",
         "fingerprint.json",
     } <= files
-    assert "random_states_0.pkl" in files
+    # RNG states are mmvq's own (safetensors + JSON); accelerate's pickle is not kept
+    assert "rng_state_0.safetensors" in files and "random_states_0.pkl" not in files
 
 
 def test_a_save_that_fails_midway_leaves_no_complete_looking_checkpoint(tmp_path):
@@ -176,8 +180,9 @@ def test_resuming_into_a_model_of_another_shape_fails_before_training(tmp_path, 
     log_before = (tmp_path / "train_log.jsonl").read_text()
     reset_accelerate()
     with pytest.raises(
-        CheckpointMismatchError,
-        match=r"another shape(.|\n)*codebook\.(.|\n)*\[64, 16\] vs model \[32, 16\]",
+        OutputDirError,
+        match=r"another run(.|\n)*model differ(.|\n)*another shape(.|\n)*codebook\.(.|\n)*"
+        r"\[64, 16\] vs model \[32, 16\]",
     ):
         train(
             tiny_model(num_codes=32),
@@ -192,7 +197,7 @@ def test_bad_resume_paths_are_clear_errors(tmp_path, data):
     with pytest.raises(CheckpointMismatchError, match="is not a directory"):
         resolve_checkpoint(RunDirectory(tmp_path), str(tmp_path / "nowhere"))
     (tmp_path / "not_a_checkpoint").mkdir()
-    with pytest.raises(CheckpointMismatchError, match="holds no trainer_state.json"):
+    with pytest.raises(CheckpointMismatchError, match="holds no readable trainer_state.json"):
         resolve_checkpoint(RunDirectory(tmp_path), str(tmp_path / "not_a_checkpoint"))
     with pytest.raises(CheckpointMismatchError, match="has no fingerprint.json"):
         check_fingerprint(tmp_path / "not_a_checkpoint", model_fingerprint(tiny_model()))
