@@ -105,7 +105,7 @@ def _scan_lines(path: str) -> tuple[array, json.JSONDecodeError | None, int, str
             try:
                 value = json.loads(row)
             except json.JSONDecodeError as exc:
-                return lines, exc, number, line
+                return lines, exc, number, row
             if not isinstance(value, dict):
                 raise DataError(
                     f"{path} line {number} is a JSON {type(value).__name__}, not an object; each "
