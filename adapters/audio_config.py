@@ -142,6 +142,11 @@ class AudioAdapterConfig(AdapterConfig):
             self.channel_mult = tuple(self.channel_mult)
         c = type(self).__name__
         _positive_int(c, "sample_rate", self.sample_rate, "16000")
+        if not 4_000 <= self.sample_rate <= 384_000:  # audio_utils.MIN/MAX_SAMPLE_RATE
+            raise ValueError(
+                f"{c}.sample_rate = {self.sample_rate} Hz is outside the supported range "
+                "4000..384000 Hz; use e.g. 16000 or 24000."
+            )
         _positive_float(c, "max_seconds", self.max_seconds, "1.0")
         _choice(c, "duration_policy", self.duration_policy, DURATION_POLICIES)
         _choice(c, "crop", self.crop, CROP_MODES)

@@ -90,8 +90,11 @@ def run_recipe(
     args: RecipeArguments, translation_scorers: Mapping[str, Callable[..., Any]] | None = None
 ) -> TrainResult:
     """Build the model, load the data, train, save ``OUTPUT_DIR/final``; returns the TrainResult."""
+    from accelerate.utils import set_seed
+
     modalities = args.model.modality_list
     data = data_config(args.data, args.train)
+    set_seed(args.train.seed)  # before anything random is built: the same command, the same run
     model = build_model(args.model)
     train_ds, eval_ds = load_data(data, dict(model.adapters))
     scorers = (
