@@ -26,6 +26,7 @@ from torchmetrics.functional.text import char_error_rate
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+from mmvq.hub.safety import check_data_folder
 from mmvq_adapters.text_model import (
     TEXT_PRESETS,
     TextAdapterConfig,
@@ -371,5 +372,8 @@ class TextAdapter(ModalityAdapter):
                 f"no saved tokenizer at {str(path)!r}: TextAdapter.save_extra writes one there; "
                 "pass the directory the model was saved to."
             )
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        check_data_folder(path)  # no tokenizer code (auto_map, .py) is ever imported
+        tok = AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
         self._set_tokenizer(tok)

@@ -11,6 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
+from mmvq.adapter_checks import (
+    check_adapter_config,
+    check_loss,
+    check_modality_name,
+    check_num_tokens,
+    check_preprocessed,
+    check_tokens,
+)
 from mmvq.fusion import FusionDecoder, FusionDecoderConfig
 from mmvq.hub.mixin import MultimodalVQHubMixin
 from mmvq.quantize import CodebookConfig, SharedCodebook
@@ -132,6 +140,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 raise TypeError(
                     f"adapters[{name!r}] is a {type(adapter).__name__}, not a mmvq.ModalityAdapter"
                 )
+            check_modality_name(name, "MultimodalVQ adapters")
+            check_adapter_config(name, adapter)
             if adapter.config.code_dim != code_dim:
                 raise ValueError(
                     f"adapter {name!r} ({type(adapter).__name__}) outputs code_dim="
@@ -148,7 +158,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         self.adapters = nn.ModuleDict(dict(adapters))
         self.modalities: tuple[str, ...] = tuple(adapters)
         self.codebook = SharedCodebook(config.codebook, self.modalities)
-        layout = {m: int(a.num_tokens()) for m, a in self.adapters.items()}
+        layout = {m: check_num_tokens(m, a) for m, a in self.adapters.items()}
         self.decoder = FusionDecoder(config.decoder, code_dim, layout)
 
     # ---------------------------------------------------------------- building
@@ -256,29 +266,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
     def _encode_tokens(self, m: str, sub: Mapping[str, Tensor], size: int) -> Tokens:
         adapter = self.adapters[m]
         tokens = adapter.encode(dict(sub))
-        if not isinstance(tokens, tuple) or len(tokens) != 2:
-            raise TypeError(
-                f"adapter {m!r}.encode must return mmvq.Tokens(z, mask), got "
-                f"{type(tokens).__name__}"
-            )
-        z, mask = tokens
-        n = self.decoder.layout[m]
-        if z.dim() != 3 or tuple(z.shape) != (size, n, self.code_dim):
-            raise ValueError(
-                f"adapter {m!r} ({type(adapter).__name__}).encode returned z of shape "
-                f"{tuple(z.shape)}; expected [batch={size}, num_tokens={n}, "
-                f"code_dim={self.code_dim}]"
-            )
-        if not z.is_floating_point():
-            raise TypeError(
-                f"adapter {m!r}.encode returned z of dtype {z.dtype}; expected a float tensor"
-            )
-        if tuple(mask.shape) != (size, n):
-            raise ValueError(
-                f"adapter {m!r}.encode returned mask of shape {tuple(mask.shape)}; expected "
-                f"[{size}, {n}]"
-            )
-        return Tokens(z, mask.bool())
+        return check_tokens(m, adapter, tokens, size, self.decoder.layout[m], self.code_dim)
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -327,12 +315,10 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             recon[m] = self.adapters[m].decode(hidden[m], dict(sub) if sub is not None else None)
             if sub is None:
                 continue
-            per_sample = self.adapters[m].reconstruction_loss(dict(sub), recon[m])
-            if per_sample.shape != (size,):
-                raise ValueError(
-                    f"adapter {m!r}.reconstruction_loss returned shape {tuple(per_sample.shape)}; "
-                    f"expected a per-sample loss of shape [{size}]"
-                )
+            adapter = self.adapters[m]
+            per_sample = check_loss(
+                m, adapter, adapter.reconstruction_loss(dict(sub), recon[m]), size
+            )
             weight = present[m].to(per_sample.dtype)
             rec_loss[m] = per_sample * weight
             rec_mean[m] = rec_loss[m].sum() / weight.sum().clamp_min(1.0)
@@ -406,10 +392,11 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
     def _preprocess(self, modality: str, value: Any) -> dict[str, Tensor]:
         """``adapter.preprocess(value)``; a refusal records the modality on the error."""
         try:
-            return self.adapters[modality].preprocess(value)
+            out = self.adapters[modality].preprocess(value)
         except AdapterInputError as exc:
             exc.modality = modality
             raise
+        return check_preprocessed(modality, self.adapters[modality], out)
 
     def postprocess(self, recon: Mapping[str, Tensor]) -> dict[str, list[Any]]:
         """Raw outputs (PIL images, strings, waveforms...) of each modality's reconstruction."""

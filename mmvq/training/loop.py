@@ -470,11 +470,14 @@ def train(
     if not hasattr(model, "adapters") or not hasattr(model, "codebook"):
         raise TypeError(f"train: model must be a mmvq.MultimodalVQ, got {type(model).__name__}")
     run = setup_training(model, train_data, cfg, eval_data, translation_scorers, column_map)
+    codebook = run.modules.net.codebook
+    codebook.tolerate_nonfinite = True  # a diverging step is skipped, not raised
     try:
         loop = Loop(run)
         metrics = loop.run()
         run.accelerator.end_training()
     finally:
+        codebook.tolerate_nonfinite = False
         run.release()
     return TrainResult(
         model=run.modules.net,
