@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ def _check_size(width: int, height: int, what: str) -> None:
     if width * height > MAX_PIXELS:
         raise _fail(
             f"{what} is {width}x{height} = {width * height} pixels, more than the "
-            f"{MAX_PIXELS} accepted (a decompression bomb, or an image far larger than any "
+            f"{MAX_PIXELS} pixels accepted (a decompression bomb, or an image far larger than any "
             "training resolution); downscale it first (e.g. PIL's Image.thumbnail)."
         )
 
@@ -89,9 +90,12 @@ def _open(source: str | os.PathLike | bytes) -> Tensor:
                 upright = PIL.ImageOps.exif_transpose(img)  # honour camera orientation tags
                 return TF.pil_to_tensor(upright.convert("RGB"))
     except PIL.Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        claimed = f"{found.group(1)} pixels" if found else "a size"
         raise _fail(
-            f"{what} claims a size beyond PIL's decompression-bomb limit ({err}); it is refused "
-            "without decoding: pass a smaller image."
+            f"{what} claims {claimed}, more than the {MAX_PIXELS} pixels accepted (a "
+            "decompression bomb: PIL refuses it from its header, without decoding); pass a smaller "
+            "image."
         ) from None
     except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise _fail(

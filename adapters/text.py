@@ -49,6 +49,19 @@ class TextTruncationWarning(UserWarning):
     """A text was longer than ``max_length`` and was truncated (``truncation="warn"``)."""
 
 
+def _check_unicode(text: str) -> None:
+    """``text`` is valid Unicode (no lone surrogate, which no tokenizer can encode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AdapterInputError(
+            f"text holds a lone surrogate {text[exc.start]!r} (U+{ord(text[exc.start]):04X}) at "
+            f"character {exc.start} of {text[max(0, exc.start - 20) : exc.start + 20]!r}, which "
+            "is not valid Unicode; fix the source (a broken JSON escape such as \\ud800, or "
+            "bytes decoded with errors='surrogateescape') or drop the row."
+        ) from None
+
+
 class TextAdapter(ModalityAdapter):
     """Text <-> shared code space (see the module docstring).
 
@@ -161,6 +174,7 @@ class TextAdapter(ModalityAdapter):
                 f"text is empty ({example!r}); pass a non-empty str, or drop the row / mark the "
                 "modality absent for it."
             )
+        _check_unicode(example)
         ids = self.special_ids
         tokens = self.tokenizer(example, add_special_tokens=False, split_special_tokens=True)[
             "input_ids"
@@ -226,6 +240,7 @@ class TextAdapter(ModalityAdapter):
             BadInput("an int", 42, "text must be a str"),
             BadInput("a list of words", ["a", "red", "circle"], "text must be a str"),
             BadInput("bytes", b"a red circle", "text must be a str"),
+            BadInput("a lone surrogate", "a red \ud800 circle", "lone surrogate"),
         ]
         if self.config.truncation == "error":
             bad.append(

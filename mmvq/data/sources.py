@@ -88,6 +88,29 @@ def _line_error(path: str, number: int, line: str, exc: json.JSONDecodeError) ->
     )
 
 
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string in ``value`` (nested lists/objects too) that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((bad for v in items if (bad := _lone_surrogate(v)) is not None), None)
+
+
+def _check_unicode(path: str, number: int, row: dict[str, Any]) -> None:
+    for column, value in row.items():
+        bad = _lone_surrogate(value)
+        if bad is not None:
+            raise DataError(
+                f"{path} line {number}, column {column!r}: the string {bad[:40]!r} holds a lone "
+                "surrogate (a \\ud800-\\udfff escape without its pair), which is not valid "
+                "Unicode; fix the escape in that line or drop the row."
+            )
+
+
 def _scan_lines(path: str) -> tuple[array, json.JSONDecodeError | None, int, str]:
     """Line numbers of the rows; the first parse error (with its line number and text)."""
     lines = array("q")
@@ -106,7 +129,9 @@ def _scan_lines(path: str) -> tuple[array, json.JSONDecodeError | None, int, str
                 value = json.loads(row)
             except json.JSONDecodeError as exc:
                 return lines, exc, number, row
-            if not isinstance(value, dict):
+            if isinstance(value, dict):
+                _check_unicode(path, number, value)
+            else:
                 raise DataError(
                     f"{path} line {number} is a JSON {type(value).__name__}, not an object; each "
                     'line must be one row such as {"depth": "a.png", "caption": "a cup"}.'

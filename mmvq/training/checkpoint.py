@@ -32,11 +32,13 @@ import errno
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -74,6 +76,7 @@ logger = logging.getLogger(__name__)
 TRAINER_STATE_NAME = RunDirectory.TRAINER_STATE
 FINGERPRINT_NAME = "fingerprint.json"
 _ACCELERATE_RNG = "random_states_*.pkl"
+_FULL_BELOW = 16 << 20  # a failed write with less free space than this: the disk is full
 
 
 class CheckpointMismatchError(ValueError):
@@ -229,16 +232,27 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True))
 
 
-def _attempt(action: Callable[[], Any]) -> OSError | None:
-    """Run a file-writing action; an ``OSError`` is returned (to be agreed on), not raised."""
+def _attempt(action: Callable[[], Any]) -> Exception | None:
+    """Run a file-writing action; its error is returned (to be agreed on), not raised. Writers
+    report a full disk as ``OSError`` (``ENOSPC``), torch's zip writer as ``RuntimeError``,
+    safetensors as ``SafetensorError``."""
     try:
         action()
-    except OSError as exc:
+    except (OSError, RuntimeError, SafetensorError) as exc:
         return exc
     return None
 
 
-def _agree(accelerator: Any, error: OSError | None, step: int, tmp: Path) -> None:
+def _disk_full(error: Exception, folder: Path) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BELOW
+    except OSError:
+        return False
+
+
+def _agree(accelerator: Any, error: Exception | None, step: int, tmp: Path) -> None:
     """Every process learns whether any failed to write (one all-reduce); all then raise."""
     from mmvq.utils.distributed import all_reduce_, is_distributed
 
@@ -255,17 +269,20 @@ def _agree(accelerator: Any, error: OSError | None, step: int, tmp: Path) -> Non
             f"another process failed writing checkpoint {step} (see its error); nothing of it "
             "was kept"
         )
-    full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    full = _disk_full(error, tmp.parent)
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
+    if full and not (isinstance(error, OSError) and error.errno == errno.ENOSPC):
+        reason = f"No space left on device ({type(error).__name__}: {reason})"
     fix = (
         "free disk space (or set --output_dir on a larger disk), or lower "
         "--keep_last_checkpoints / raise --save_every"
         if full
-        else "check that the output directory is writable"
+        else "check that the output directory is writable and the state can be saved"
     )
     raise CheckpointWriteError(
-        error.errno,
-        f"could not write checkpoint {step} into {tmp.parent} ({error.strerror or error}); "
-        f"nothing of it was kept and the earlier checkpoints are intact: {fix}",
+        errno.ENOSPC if full else getattr(error, "errno", None) or errno.EIO,
+        f"could not write checkpoint {step} into {tmp.parent} ({reason}); nothing of it was "
+        f"kept and the earlier checkpoints are intact: {fix}",
     ) from error
 
 
