@@ -4,8 +4,9 @@ gloo run killed mid-step. Each then resumes (a new process, ``resume_from_checkp
 loss trajectory is the uninterrupted run's, step for step, bit for bit.
 
 The worker is ``fault_worker.py`` (the run and where each fault is injected are documented there).
-The other checks of run identity and checkpoint damage (a fresh run refused in an old run's
-directory, a damaged RNG state file failing the resume) are here too, in-process.
+The checks of run identity and checkpoint damage that need no killed process (a fresh run refused
+in an old run's directory, a truncated, deleted or replaced RNG state failing the resume) are cases
+of the catalogue, in-process: ``tests/bad_inputs/checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -148,36 +149,3 @@ def test_sigkill_of_one_rank_of_a_two_process_run(tmp_path: Path) -> None:
     assert "steps [5, 6]" in resumed.stdout
     assert _losses(out) == expected
     assert (out / "checkpoints" / "checkpoint-6" / "rng_state_1.safetensors").is_file()
-
-
-# ------------------------------------------------------------------------- in-process checks
-def test_a_fresh_run_in_an_old_runs_directory_is_refused(tmp_path: Path, reference) -> None:
-    """A recipe started in a finished run's directory, with another seed, and then with the
-    same options but no resume: both refused, nothing written."""
-    ref_dir, _ = reference
-    out = tmp_path / "old"
-    shutil.copytree(ref_dir, out)
-    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    cmd = [sys.executable, str(WORKER), str(out), "none"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
-    assert proc.returncode != 0
-    assert "already holds this run's progress" in proc.stderr
-    assert "--resume_from_checkpoint latest" in proc.stderr
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
-
-
-def test_a_damaged_rng_state_fails_the_resume(tmp_path: Path, reference) -> None:
-    ref_dir, _ = reference
-    for damage in ("truncate", "replace"):
-        out = tmp_path / damage
-        shutil.copytree(ref_dir, out)
-        rng = out / "checkpoints" / "checkpoint-6" / "rng_state_0.safetensors"
-        if damage == "truncate":
-            rng.write_bytes(rng.read_bytes()[:100])
-        else:  # a valid RNG file, from another checkpoint
-            shutil.copy(out / "checkpoints" / "checkpoint-2" / "rng_state_0.safetensors", rng)
-        proc = _run(out, "none", "--resume", "latest")
-        assert proc.returncode != 0
-        expected = "has 100 bytes" if damage == "truncate" else "other content than was written"
-        assert "CheckpointDamagedError" in proc.stderr and expected in proc.stderr
-        assert "rng_state_0.safetensors" in proc.stderr
