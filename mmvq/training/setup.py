@@ -24,7 +24,7 @@ from mmvq.training.checkpoint import (
     model_fingerprint,
     resolve_checkpoint,
 )
-from mmvq.training.checkpoint_files import read_marker
+from mmvq.training.checkpoint_files import CheckpointDamagedError, read_marker
 from mmvq.training.config import TrainConfig
 from mmvq.training.ema import ModelEMA
 from mmvq.training.evaluate import Scorer
@@ -260,6 +260,31 @@ def _prepare(
     return modules, Optimizers(g_opt, None, d_opt), train_loader, streaming
 
 
+def _load_schedule(schedule: Any, saved: Any, path: Any) -> None:
+    """Restore the LR schedule from the ``scheduler`` entry of the checkpoint's trainer state,
+    refusing one that is not the state this schedule writes (a resume must not go on with another
+    learning rate)."""
+    expected = schedule.state_dict()
+    problem = None
+    if not isinstance(saved, dict):
+        problem = f"is {type(saved).__name__}, not the scheduler's state"
+    elif set(saved) != set(expected):
+        problem = f"has keys {sorted(saved)}, the schedule's are {sorted(expected)}"
+    elif not isinstance(saved["last_epoch"], int) or isinstance(saved["last_epoch"], bool):
+        problem = f"has last_epoch={saved['last_epoch']!r}, not a step count"
+    if problem is None:
+        try:
+            schedule.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = f"could not be restored ({type(exc).__name__}: {exc})"
+    if problem is not None:
+        raise CheckpointDamagedError(
+            f"checkpoint {str(path)!r} is damaged: the 'scheduler' entry of its "
+            f"trainer_state.json {problem}; resume from another checkpoint (or set "
+            "--resume_from_checkpoint to an earlier one), or start over with --overwrite_output_dir"
+        )
+
+
 def _resume(
     accelerator: Any, path: Any, state: dict[str, Any], modules: Modules, schedule: Any
 ) -> None:
@@ -268,7 +293,7 @@ def _resume(
     loaded = load_checkpoint(accelerator, path)
     for key in state:
         state[key] = loaded.state.get(key, state[key])
-    schedule.load_state_dict(loaded.state["scheduler"])
+    _load_schedule(schedule, loaded.state.get("scheduler"), path)
     device = accelerator.device
     if "balancer" in loaded.tensors:
         modules.balancer.load_state_dict(

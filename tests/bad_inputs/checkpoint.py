@@ -98,6 +98,21 @@ def truncated_optimizer_state(ctx):
     resume(ctx, run)
 
 
+@case(
+    "checkpoint",
+    CheckpointDamagedError,
+    r"checkpoint-2' is damaged: the 'scheduler' entry of its trainer_state\.json has keys",
+)
+def damaged_scheduler_state(ctx):
+    """The LR scheduler's state lives in trainer_state.json (JSON, no pickle): a garbled entry."""
+    run = ctx.run_dir()
+    marker = checkpoint_file(run, "trainer_state.json")
+    state = json.loads(marker.read_text())
+    state["scheduler"] = {"last_epoch": "two"}
+    marker.write_text(json.dumps(state))
+    resume(ctx, run)
+
+
 @case("checkpoint", CheckpointDamagedError, r"model\.safetensors has other content")
 def weights_replaced_by_another_checkpoints(ctx):
     _resume_with_file_of_step_1(ctx, "model.safetensors")
