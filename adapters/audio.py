@@ -57,7 +57,7 @@ from mmvq_adapters.audio_config import (
     VOCODERS,
     AudioAdapterConfig,
 )
-from mmvq_adapters.audio_utils import load_waveform, resample, save_wav
+from mmvq_adapters.audio_utils import load_waveform, resample, resampled_length, save_wav
 
 __all__ = [
     "AudioAdapterConfig",
@@ -194,9 +194,12 @@ class AudioAdapter(ModalityAdapter):
         Raises :class:`AdapterInputError` on bad input (see :meth:`bad_inputs`).
         """
         cfg = self.config
-        wave = resample(load_waveform(example), cfg.sample_rate)
-        samples = self._fit_duration(wave.samples)
-        length = samples.numel()
+        wave = load_waveform(example)
+        # crop before resampling: only the kept window is resampled, whatever the clip's length
+        start, length = self._crop(
+            resampled_length(wave.samples.numel(), wave.sample_rate, cfg.sample_rate)
+        )
+        samples = resample(wave, cfg.sample_rate, start=start, length=length).samples
         padded = torch.zeros(cfg.padded_samples, dtype=torch.float32)
         padded[:length] = samples
         with torch.no_grad():
@@ -208,11 +211,13 @@ class AudioAdapter(ModalityAdapter):
         mel[..., ~frame_mask] = self.features.silence
         return {"mel": mel.contiguous(), "frame_mask": frame_mask}
 
-    def _fit_duration(self, samples: Tensor) -> Tensor:
+    def _crop(self, n: int) -> tuple[int, int]:
+        """``(start, length)`` of the part of a clip of ``n`` samples (at the config's rate)
+        that is kept: all of it, or ``num_samples`` as ``crop`` says."""
         cfg = self.config
-        n, target = samples.numel(), cfg.num_samples
+        target = cfg.num_samples
         if n <= target:
-            return samples
+            return 0, n
         extra = n - target
         if cfg.crop == "start":
             start = 0
@@ -220,7 +225,7 @@ class AudioAdapter(ModalityAdapter):
             start = extra // 2
         else:
             start = int(torch.randint(0, extra + 1, ()).item())
-        return samples[start : start + target]
+        return start, target
 
     def bad_inputs(self) -> list[BadInput]:
         """Every input ``preprocess`` rejects (run by :func:`mmvq.testing.check_adapter`)."""
@@ -255,6 +260,11 @@ class AudioAdapter(ModalityAdapter):
             ),
             BadInput("path that does not exist", "/nonexistent/mmvq/clip.wav", "does not exist"),
             BadInput("sample rate 0", {"array": tone, "sampling_rate": 0}, "must be > 0"),
+            BadInput(
+                "sample rate 1 Hz", {"array": tone, "sampling_rate": 1}, "outside the supported"
+            ),
+            BadInput("sample rate 1 GHz", (tone, 10**9), "outside the supported range"),
+            BadInput("float samples x1000", {"array": tone * 1000, "sampling_rate": sr}, "[-1, 1]"),
             BadInput("negative sample rate", (tone, -16000), "must be > 0"),
             BadInput("non-numeric sample rate", (tone, "16k"), "positive number"),
             BadInput(

@@ -76,6 +76,14 @@ def _choice(cls: str, name: str, value: Any, choices: Sequence[Any]) -> None:
     check_choice(f"{cls}.{name}", value, choices, fix=".")
 
 
+def _sample_rate_in_range(c: str, rate: int) -> None:
+    if not 4_000 <= rate <= 384_000:  # audio_utils.MIN_SAMPLE_RATE .. MAX_SAMPLE_RATE
+        raise ValueError(
+            f"{c}.sample_rate = {rate} Hz is outside the supported range 4000..384000 Hz; use "
+            "e.g. 16000 or 24000."
+        )
+
+
 @dataclass
 class AudioAdapterConfig(AdapterConfig):
     """Configuration of :class:`AudioAdapter` (JSON-serialisable; stored on the Hub).
@@ -142,6 +150,7 @@ class AudioAdapterConfig(AdapterConfig):
             self.channel_mult = tuple(self.channel_mult)
         c = type(self).__name__
         _positive_int(c, "sample_rate", self.sample_rate, "16000")
+        _sample_rate_in_range(c, self.sample_rate)
         _positive_float(c, "max_seconds", self.max_seconds, "1.0")
         _choice(c, "duration_policy", self.duration_policy, DURATION_POLICIES)
         _choice(c, "crop", self.crop, CROP_MODES)

@@ -19,6 +19,13 @@ channels-first ``[C, T]`` when its first axis has at most 2 entries, otherwise c
 than two channels, or 3+ dimensions) is rejected. So a ``[2, 2]`` array is read as ``[C, T]``.
 Integer PCM arrays are scaled to ``[-1, 1]`` by their dtype's range. Channels are averaged
 (mono mixdown).
+
+Bounds (each refusal names the field, the value and the fix): sample rates from
+:data:`MIN_SAMPLE_RATE` (4 kHz) to :data:`MAX_SAMPLE_RATE` (384 kHz); float samples within
+:data:`MAX_AMPLITUDE` (float audio is nominally in ``[-1, 1]``: a peak of 1000 is integer PCM
+stored as float, or a gain error); files of at most :data:`MAX_DECODED_SAMPLES` samples (checked
+from the header, before decoding). Resampling (:func:`resample`) costs time and memory in
+proportion to the samples it produces, at any pair of rates (:mod:`mmvq_adapters.audio_resample`).
 """
 
 from __future__ import annotations
@@ -33,12 +40,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 
 from mmvq.adapter import AdapterInputError
+from mmvq_adapters.audio_resample import resample_window, resampled_length
 
 __all__ = [
+    "MAX_AMPLITUDE",
+    "MAX_DECODED_SAMPLES",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
     "Waveform",
     "load_waveform",
     "waveform_from_array",
@@ -46,11 +57,21 @@ __all__ = [
     "decode_audio_bytes",
     "decode_audio_file",
     "resample",
+    "resampled_length",
     "save_wav",
     "MAX_CHANNELS",
 ]
 
 MAX_CHANNELS = 2
+MIN_SAMPLE_RATE = 4_000
+"""Lowest input sample rate accepted (Hz)."""
+MAX_SAMPLE_RATE = 384_000
+"""Highest input sample rate accepted (Hz)."""
+MAX_AMPLITUDE = 4.0
+"""Largest absolute float sample accepted (12 dB over full scale)."""
+MAX_DECODED_SAMPLES = 1 << 26
+"""Largest audio file decoded, in samples over all channels (256 MB as float32): about 23
+minutes of 48 kHz stereo."""
 
 _ACCEPTED = (
     "a dict {'array': waveform, 'sampling_rate': sr}, a tuple (waveform, sr), "
@@ -66,11 +87,14 @@ class Waveform(NamedTuple):
     sample_rate: int
 
 
-def check_sample_rate(sample_rate: Any, field: str = "sampling_rate") -> int:
+def check_sample_rate(
+    sample_rate: Any, field: str = "sampling_rate", *, bounded: bool = False
+) -> int:
     """Validate a sample rate and return it as an ``int``.
 
     Accepts positive integers and integral floats (``44100.0``); rejects bools, non-numbers,
-    non-finite, non-integral and non-positive values with an :class:`AdapterInputError`.
+    non-finite, non-integral and non-positive values with an :class:`AdapterInputError`; with
+    ``bounded`` also rates outside ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]``.
     """
     if isinstance(sample_rate, Tensor) and sample_rate.numel() == 1:
         sample_rate = sample_rate.item()
@@ -92,6 +116,12 @@ def check_sample_rate(sample_rate: Any, field: str = "sampling_rate") -> int:
         raise AdapterInputError(
             f"audio '{field}' must be a whole number of Hz, got {sample_rate!r}; round it "
             "(e.g. int(round(sr))) if the fraction comes from a float conversion."
+        )
+    if bounded and not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+        raise AdapterInputError(
+            f"audio '{field}' = {int(value)} Hz is outside the supported range "
+            f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; pass the rate the waveform was recorded "
+            "at (a rate of 1 or 1e9 is a mix-up of samples and seconds, or of Hz and kHz)."
         )
     return int(value)
 
@@ -137,7 +167,7 @@ def waveform_from_array(array: Any, sample_rate: Any, field: str = "array") -> W
     See the module docstring for the channel rule. Raises :class:`AdapterInputError` for
     empty audio, NaN/Inf samples, more than two channels, 3+ dimensions and bad sample rates.
     """
-    sr = check_sample_rate(sample_rate)
+    sr = check_sample_rate(sample_rate, bounded=True)
     data = _to_numpy(array, field)
     if data.ndim == 0:
         raise AdapterInputError(
@@ -172,12 +202,29 @@ def waveform_from_array(array: Any, sample_rate: Any, field: str = "array") -> W
             f"audio '{field}' contains {bad} NaN/Inf sample(s); clean the waveform "
             "(e.g. np.nan_to_num) or drop the clip."
         )
+    peak = float(np.abs(data).max())
+    if peak > MAX_AMPLITUDE:
+        raise AdapterInputError(
+            f"audio '{field}' has samples up to {peak:.4g} in absolute value; float audio must "
+            f"lie in [-1, 1] (up to {MAX_AMPLITUDE} is accepted): integer PCM stored as float? "
+            "divide by 32768 (16-bit) or pass the integer array itself."
+        )
     samples = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
     return Waveform(samples, sr)
 
 
 def _decode(source: Any, what: str) -> Waveform:
     try:
+        info = sf.info(source)
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        if info.frames * info.channels > MAX_DECODED_SAMPLES:
+            raise AdapterInputError(
+                f"audio {what} holds {info.frames} frames x {info.channels} channel(s) "
+                f"({info.duration:.0f} s at {info.samplerate} Hz), more than the "
+                f"{MAX_DECODED_SAMPLES} samples decoded per clip; cut it into clips (a training "
+                "example keeps only max_seconds of it anyway)."
+            )
         data, sr = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
@@ -283,11 +330,15 @@ def load_waveform(example: Any) -> Waveform:
     )
 
 
-def resample(wave: Waveform, sample_rate: int) -> Waveform:
-    """Resample to ``sample_rate`` with :func:`torchaudio.functional.resample` (no-op if equal)."""
-    if wave.sample_rate == sample_rate:
+def resample(
+    wave: Waveform, sample_rate: int, *, start: int = 0, length: int | None = None
+) -> Waveform:
+    """Resample to ``sample_rate`` (no-op if equal), keeping output samples ``start ..
+    start + length`` only (default: all); time and memory grow with the samples kept, at any pair
+    of rates (:func:`mmvq_adapters.audio_resample.resample_window`)."""
+    if wave.sample_rate == sample_rate and start == 0 and length is None:
         return wave
-    samples = AF.resample(wave.samples, wave.sample_rate, sample_rate)
+    samples = resample_window(wave.samples, wave.sample_rate, sample_rate, start, length)
     if samples.numel() == 0:
         raise AdapterInputError(
             f"audio has {wave.samples.numel()} sample(s) at {wave.sample_rate} Hz, which is empty "

@@ -237,6 +237,29 @@ class ImageAdapter(ModalityAdapter):
     def _pixels(self, batch: dict[str, Tensor]) -> Tensor:
         x = batch.get("pixel_values") if isinstance(batch, dict) else None
         r = self.config.resolution
+        if x is not None and not isinstance(x, Tensor):
+            raise AdapterInputError(
+                f"batch['pixel_values'] is a {type(x).__module__}.{type(x).__name__}, not a torch "
+                "tensor; build batches with adapter.collate([adapter.preprocess(image), ...]) "
+                "(or torch.as_tensor(x, dtype=torch.float32))."
+            )
+        if isinstance(x, Tensor) and not x.is_floating_point():
+            raise AdapterInputError(
+                f"batch['pixel_values'] has dtype {x.dtype}; pixel values must be float in "
+                "[-1, 1] as adapter.preprocess makes them (uint8 0..255: x.float() / 127.5 - 1)."
+            )
+        weight = self.encoder.conv_in.weight if hasattr(self.encoder, "conv_in") else None
+        autocast = isinstance(x, Tensor) and torch.is_autocast_enabled(x.device.type)
+        if (
+            isinstance(x, Tensor)
+            and weight is not None
+            and x.dtype != weight.dtype
+            and (not autocast or x.dtype == torch.float64)
+        ):
+            raise AdapterInputError(
+                f"batch['pixel_values'] has dtype {x.dtype} but the image encoder's weights "
+                f"are {weight.dtype}; pass x.to({weight.dtype}) (preprocess makes float32)."
+            )
         if not isinstance(x, Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (3, r, r):
             got = (
                 tuple(x.shape)

@@ -16,12 +16,18 @@ Accepted raw images (see :func:`load_image`):
   0..1.
 
 The result is always an RGB ``uint8`` or ``float32`` (0..1) tensor ``[3, H, W]``.
+
+Images larger than :data:`MAX_PIXELS` (64 megapixels) are refused, files before they are
+decoded (from the size in their header): a decompression bomb, a small file that claims a huge
+image, costs nothing.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from torchvision.utils import make_grid, save_image
 
 from mmvq.adapter import AdapterInputError
 
-__all__ = ["ACCEPTED", "load_image", "save_image_grid", "to_pil_images"]
+__all__ = ["ACCEPTED", "MAX_PIXELS", "load_image", "save_image_grid", "to_pil_images"]
 
 ACCEPTED = (
     "a PIL image, a file path, encoded bytes, a datasets Image dict {'bytes', 'path'}, "
@@ -44,6 +50,17 @@ ACCEPTED = (
     "uint8 0..255 or float 0..1)"
 )
 _CHANNELS = (1, 3, 4)
+MAX_PIXELS = 1 << 26
+"""Largest image accepted, in pixels (width x height): 67 108 864, e.g. 8192 x 8192."""
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise _fail(
+            f"{what} is {width}x{height} = {width * height} pixels, more than the "
+            f"{MAX_PIXELS} pixels accepted (a decompression bomb, or an image far larger than any "
+            "training resolution); downscale it first (e.g. PIL's Image.thumbnail)."
+        )
 
 
 def _fail(message: str) -> AdapterInputError:
@@ -65,10 +82,21 @@ def _open(source: str | os.PathLike | bytes) -> Tensor:
             raise _fail(f"path {str(source)!r} is not a file; pass the path of an image file.")
         what, fp = f"file {str(source)!r}", path
     try:
-        with PIL.Image.open(fp) as img:
-            img.load()
-            upright = PIL.ImageOps.exif_transpose(img)  # honour camera orientation tags
-            return TF.pil_to_tensor(upright.convert("RGB"))
+        with warnings.catch_warnings():  # the size is checked here, before decoding
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(fp) as img:
+                _check_size(*img.size, what)
+                img.load()
+                upright = PIL.ImageOps.exif_transpose(img)  # honour camera orientation tags
+                return TF.pil_to_tensor(upright.convert("RGB"))
+    except PIL.Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        claimed = f"{found.group(1)} pixels" if found else "a size"
+        raise _fail(
+            f"{what} claims {claimed}, more than the {MAX_PIXELS} pixels accepted (a "
+            "decompression bomb: PIL refuses it from its header, without decoding); pass a smaller "
+            "image."
+        ) from None
     except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise _fail(
             f"{what} is not an image PIL can read ({type(err).__name__}: {err}); pass an image "
@@ -124,6 +152,7 @@ def _from_array(example: np.ndarray) -> Tensor:
             f"numpy array has rank {example.ndim} (shape {shape}); pass one image as [H, W] "
             "or [H, W, C] (for a batch, pass each image separately)."
         )
+    _check_size(example.shape[1], example.shape[0], f"numpy array of shape {shape}")
     channels = example.shape[-1]
     if channels not in _CHANNELS and example.shape[0] in _CHANNELS:
         raise _fail(
@@ -156,6 +185,7 @@ def _from_tensor(example: Tensor) -> Tensor:
             f"tensor has rank {data.dim()} (shape {shape}); pass one image as [C, H, W] or "
             "[H, W] (for a batch, pass each image separately)."
         )
+    _check_size(data.shape[-1], data.shape[-2], f"tensor of shape {shape}")
     channels = data.shape[0]
     if channels not in _CHANNELS and data.shape[-1] in _CHANNELS:
         raise _fail(
@@ -173,6 +203,7 @@ def load_image(example: Any) -> Tensor:
     inputs. Raises :class:`~mmvq.adapter.AdapterInputError` naming the value and the fix.
     """
     if isinstance(example, PIL.Image.Image):
+        _check_size(*example.size, "PIL image")
         return TF.pil_to_tensor(example.convert("RGB"))
     if isinstance(example, (str, os.PathLike, bytes, bytearray)):
         return _open(example)

@@ -26,6 +26,7 @@ from torchmetrics.functional.text import char_error_rate
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, BadInput, ModalityAdapter, Tokens
+from mmvq.hub.safety import check_data_folder
 from mmvq_adapters.text_model import (
     TEXT_PRESETS,
     TextAdapterConfig,
@@ -46,6 +47,19 @@ TOKENIZER_SUBDIR = "tokenizer"
 
 class TextTruncationWarning(UserWarning):
     """A text was longer than ``max_length`` and was truncated (``truncation="warn"``)."""
+
+
+def _check_unicode(text: str) -> None:
+    """``text`` is valid Unicode (no lone surrogate, which no tokenizer can encode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AdapterInputError(
+            f"text holds a lone surrogate {text[exc.start]!r} (U+{ord(text[exc.start]):04X}) at "
+            f"character {exc.start} of {text[max(0, exc.start - 20) : exc.start + 20]!r}, which "
+            "is not valid Unicode; fix the source (a broken JSON escape such as \\ud800, or "
+            "bytes decoded with errors='surrogateescape') or drop the row."
+        ) from None
 
 
 class TextAdapter(ModalityAdapter):
@@ -160,6 +174,7 @@ class TextAdapter(ModalityAdapter):
                 f"text is empty ({example!r}); pass a non-empty str, or drop the row / mark the "
                 "modality absent for it."
             )
+        _check_unicode(example)
         ids = self.special_ids
         tokens = self.tokenizer(example, add_special_tokens=False, split_special_tokens=True)[
             "input_ids"
@@ -225,6 +240,7 @@ class TextAdapter(ModalityAdapter):
             BadInput("an int", 42, "text must be a str"),
             BadInput("a list of words", ["a", "red", "circle"], "text must be a str"),
             BadInput("bytes", b"a red circle", "text must be a str"),
+            BadInput("a lone surrogate", "a red \ud800 circle", "lone surrogate"),
         ]
         if self.config.truncation == "error":
             bad.append(
@@ -371,5 +387,8 @@ class TextAdapter(ModalityAdapter):
                 f"no saved tokenizer at {str(path)!r}: TextAdapter.save_extra writes one there; "
                 "pass the directory the model was saved to."
             )
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        check_data_folder(path)  # no tokenizer code (auto_map, .py) is ever imported
+        tok = AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
         self._set_tokenizer(tok)

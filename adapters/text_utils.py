@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from mmvq.adapter import AdapterInputError
+from mmvq.hub.safety import check_data_folder
 
 __all__ = [
     "BUILTIN_BYT5",
@@ -73,8 +74,12 @@ def resolve_tokenizer(tokenizer: TokenizerLike) -> PreTrainedTokenizerBase:
         )
     if tokenizer == BUILTIN_BYT5:
         return builtin_byt5()
+    if os.path.isdir(tokenizer):
+        check_data_folder(tokenizer)  # a tokenizer with an auto_map or .py is refused
     try:
-        return AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+        return AutoTokenizer.from_pretrained(
+            tokenizer, local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError) as err:
         raise AdapterInputError(
             f"tokenizer={tokenizer!r} is not available offline: it is neither a local directory "

@@ -17,7 +17,7 @@ nearest ones) go to the decoder alongside its sampled detail codes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -26,13 +26,21 @@ from torch import Tensor
 
 from mmvq.adapter import AdapterInputError
 from mmvq.concept.codes import MultimodalCodes
+from mmvq.utils.batches import batch_size
 from mmvq.utils.checks import check_int, check_number, is_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmvq.model import MultimodalVQ
     from mmvq.quantize import SharedCodebook
 
-__all__ = ["GenerationOutput", "SamplingConfig", "code_distances", "generate", "sample_codes"]
+__all__ = [
+    "GenerationOutput",
+    "SamplingConfig",
+    "code_distances",
+    "generate",
+    "generate_batches",
+    "sample_codes",
+]
 
 
 @dataclass
@@ -103,6 +111,69 @@ def sample_codes(
     return near_idx.gather(-1, pick).squeeze(-1)
 
 
+def _check_targets(
+    model: MultimodalVQ, batch: Mapping[str, Mapping[str, Tensor]], targets: list[str]
+) -> None:
+    if not targets:
+        raise AdapterInputError(f"give at least one target modality of {list(model.modalities)}")
+    if not batch:
+        raise AdapterInputError(
+            f"give at least one source modality of {list(model.modalities)} to generate from"
+        )
+    for m in list(batch) + targets:
+        if m not in model.adapters:
+            raise AdapterInputError(
+                f"unknown modality {m!r}; this model's modalities are {list(model.modalities)}"
+            )
+    both = sorted(set(targets) & set(batch))
+    if both:
+        raise AdapterInputError(
+            f"{both} is both a source and a target; generate translates into modalities that are "
+            "not given (to reconstruct a modality, encode then decode it)"
+        )
+
+
+@torch.no_grad()
+def generate_batches(
+    model: MultimodalVQ,
+    batch: Mapping[str, Mapping[str, Tensor]],
+    targets: Sequence[str],
+    num_samples: int = 1,
+    config: SamplingConfig | None = None,
+    batch_size: int = 16,
+) -> Iterator[GenerationOutput]:
+    """:func:`generate`, ``batch_size`` output rows at a time: memory stays bounded by
+    ``batch_size`` whatever ``num_samples`` (rows ``b * num_samples + j`` in order, as
+    :func:`generate`'s)."""
+    config = config or SamplingConfig()
+    check_int("num_samples", num_samples, minimum=1, error=AdapterInputError)
+    check_int("batch_size", batch_size, minimum=1, error=AdapterInputError)
+    targets = list(targets)
+    _check_targets(model, batch, targets)
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(config.seed)
+    was_training = model.training
+    model.eval()
+    try:
+        tokens = {m: model.adapters[m].encode(dict(sub)) for m, sub in batch.items()}
+        rows = next(iter(tokens.values())).z.shape[0] * num_samples
+        for first in range(0, rows, batch_size):
+            source = torch.arange(first, min(rows, first + batch_size)) // num_samples
+            codes = MultimodalCodes()
+            for m, t in tokens.items():
+                z = t.z[source.to(t.z.device)]
+                mask = t.mask.bool()[source.to(t.mask.device)].to(z.device)
+                sampled = sample_codes(model.codebook, z, config, generator)
+                codes.detail[m] = sampled.masked_fill(~mask, -1)
+                if model.concept is not None:
+                    present = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+                    codes.concept[m] = model.concept.encode(m, z, mask, present)
+            yield GenerationOutput(codes, model.decode(codes, targets=targets))
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def generate(
     model: MultimodalVQ,
@@ -120,42 +191,12 @@ def generate(
         num_samples: variations per input row.
         config: sampling options (default :class:`SamplingConfig`).
 
+    All rows are held in memory at once: for many samples use :func:`generate_batches`.
+
     Raises:
         AdapterInputError: unknown modality, a target that is also a source, bad ``num_samples``.
     """
-    config = config or SamplingConfig()
     check_int("num_samples", num_samples, minimum=1, error=AdapterInputError)
-    targets = list(targets)
-    if not targets:
-        raise AdapterInputError(f"give at least one target modality of {list(model.modalities)}")
-    for m in list(batch) + targets:
-        if m not in model.adapters:
-            raise AdapterInputError(
-                f"unknown modality {m!r}; this model's modalities are {list(model.modalities)}"
-            )
-    both = sorted(set(targets) & set(batch))
-    if both:
-        raise AdapterInputError(
-            f"{both} is both a source and a target; generate translates into modalities that are "
-            "not given (to reconstruct a modality, encode then decode it)"
-        )
-    generator = None
-    if config.seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(config.seed)
-    was_training = model.training
-    model.eval()
-    try:
-        codes = MultimodalCodes()
-        for m, sub in batch.items():
-            tokens = model.adapters[m].encode(dict(sub))
-            z = tokens.z.repeat_interleave(num_samples, dim=0)
-            mask = tokens.mask.bool().repeat_interleave(num_samples, dim=0).to(z.device)
-            sampled = sample_codes(model.codebook, z, config, generator)
-            codes.detail[m] = sampled.masked_fill(~mask, -1)
-            if model.concept is not None:
-                present = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
-                codes.concept[m] = model.concept.encode(m, z, mask, present)
-        recon = model.decode(codes, targets=targets)
-    finally:
-        model.train(was_training)
-    return GenerationOutput(codes, recon)
+    _check_targets(model, batch, list(targets))
+    rows = batch_size(batch, AdapterInputError) * num_samples
+    return next(generate_batches(model, batch, targets, num_samples, config, batch_size=rows))

@@ -18,6 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Tokens
+from mmvq.adapter_checks import (
+    check_adapter_config,
+    check_loss,
+    check_modality_name,
+    check_num_tokens,
+    check_preprocessed,
+    check_tokens,
+)
 from mmvq.concept import (
     CodeSpan,
     ConceptLevel,
@@ -29,7 +37,7 @@ from mmvq.concept import (
 from mmvq.fusion import FusionDecoder
 from mmvq.hub.mixin import MultimodalVQHubMixin
 from mmvq.model_config import MultimodalVQConfig, MultimodalVQOutput
-from mmvq.model_inputs import check_batch, check_codes, checked_tokens, present_rows
+from mmvq.model_inputs import check_batch, check_codes, present_rows
 from mmvq.quantize import SharedCodebook
 
 __all__ = ["MultimodalVQ", "MultimodalVQConfig", "MultimodalVQOutput"]
@@ -70,6 +78,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 raise TypeError(
                     f"adapters[{name!r}] is a {type(adapter).__name__}, not a mmvq.ModalityAdapter"
                 )
+            check_modality_name(name, "MultimodalVQ adapters")
+            check_adapter_config(name, adapter)
             if adapter.config.code_dim != code_dim:
                 raise ValueError(
                     f"adapter {name!r} ({type(adapter).__name__}) outputs code_dim="
@@ -86,7 +96,7 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         self.adapters = nn.ModuleDict(dict(adapters))
         self.modalities: tuple[str, ...] = tuple(adapters)
         self.codebook = SharedCodebook(config.codebook, self.modalities)
-        layout = {m: int(a.num_tokens()) for m, a in self.adapters.items()}
+        layout = {m: check_num_tokens(m, a) for m, a in self.adapters.items()}
         self.concept: ConceptLevel | None = None
         streams = dict(layout)
         if config.concept.enabled:
@@ -216,7 +226,9 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
         return concept_similarity(concepts(codes_a, "codes_a"), concepts(codes_b, "codes_b"))
 
     def _tokens(self, m: str, sub: Mapping[str, Tensor], size: int) -> Tokens:
-        return checked_tokens(self.adapters[m], m, sub, size, self.decoder.layout[m], self.code_dim)
+        adapter = self.adapters[m]
+        tokens = adapter.encode(dict(sub))
+        return check_tokens(m, adapter, tokens, size, self.decoder.layout[m], self.code_dim)
 
     # ---------------------------------------------------------------- forward
     def forward(
@@ -265,12 +277,10 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             recon[m] = self.adapters[m].decode(hidden[m], dict(sub) if sub is not None else None)
             if sub is None:
                 continue
-            per_sample = self.adapters[m].reconstruction_loss(dict(sub), recon[m])
-            if per_sample.shape != (size,):
-                raise ValueError(
-                    f"adapter {m!r}.reconstruction_loss returned shape {tuple(per_sample.shape)}; "
-                    f"expected a per-sample loss of shape [{size}]"
-                )
+            adapter = self.adapters[m]
+            per_sample = check_loss(
+                m, adapter, adapter.reconstruction_loss(dict(sub), recon[m]), size
+            )
             weight = present[m].to(per_sample.dtype)
             rec_loss[m] = per_sample * weight
             rec_mean[m] = rec_loss[m].sum() / weight.sum().clamp_min(1.0)
@@ -372,10 +382,11 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
     def _preprocess(self, modality: str, value: Any) -> dict[str, Tensor]:
         """``adapter.preprocess(value)``; a refusal records the modality on the error."""
         try:
-            return self.adapters[modality].preprocess(value)
+            out = self.adapters[modality].preprocess(value)
         except AdapterInputError as exc:
             exc.modality = modality
             raise
+        return check_preprocessed(modality, self.adapters[modality], out)
 
     def postprocess(self, recon: Mapping[str, Tensor]) -> dict[str, list[Any]]:
         """Raw outputs (PIL images, strings, waveforms...) of each modality's reconstruction."""

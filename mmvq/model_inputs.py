@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmvq.adapter import AdapterInputError, ModalityAdapter, Tokens
+from mmvq.adapter import AdapterInputError
 from mmvq.concept.codes import MultimodalCodes
 from mmvq.utils.batches import batch_size
 
-__all__ = ["check_batch", "check_codes", "checked_tokens", "present_rows"]
+__all__ = ["check_batch", "check_codes", "present_rows"]
 
 
 def check_batch(batch: Any, modalities: Sequence[str]) -> int:
@@ -62,33 +62,6 @@ def present_rows(m: str, sub: Mapping[str, Tensor], size: int, device: torch.dev
             f"{tuple(present.shape)}"
         )
     return present
-
-
-def checked_tokens(
-    adapter: ModalityAdapter, m: str, sub: Mapping[str, Tensor], size: int, n: int, d: int
-) -> Tokens:
-    """``adapter.encode(sub)``, checked against ``[size, n, d]`` and a ``[size, n]`` mask."""
-    tokens = adapter.encode(dict(sub))
-    if not isinstance(tokens, tuple) or len(tokens) != 2:
-        raise TypeError(
-            f"adapter {m!r}.encode must return mmvq.Tokens(z, mask), got {type(tokens).__name__}"
-        )
-    z, mask = tokens
-    if z.dim() != 3 or tuple(z.shape) != (size, n, d):
-        raise ValueError(
-            f"adapter {m!r} ({type(adapter).__name__}).encode returned z of shape "
-            f"{tuple(z.shape)}; expected [batch={size}, num_tokens={n}, code_dim={d}]"
-        )
-    if not z.is_floating_point():
-        raise TypeError(
-            f"adapter {m!r}.encode returned z of dtype {z.dtype}; expected a float tensor"
-        )
-    if tuple(mask.shape) != (size, n):
-        raise ValueError(
-            f"adapter {m!r}.encode returned mask of shape {tuple(mask.shape)}; expected "
-            f"[{size}, {n}]"
-        )
-    return Tokens(z, mask.bool())
 
 
 def check_codes(

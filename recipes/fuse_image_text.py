@@ -12,7 +12,7 @@ Your own data: --train_file data.jsonl (--image_column / --text_column name the 
 --dataset_name imagefolder --data_dir DIR. Every option: --help.
 """
 
-from mmvq.training.recipe import recipe_main
+from mmvq.training.recipe import recipe_script
 
 # The defaults of this recipe (any flag or config file overrides them): sized so that the run
 # finishes in about 3-6 minutes on a 2-core CPU and still learns the shapes data.
@@ -44,4 +44,4 @@ DEFAULTS = dict(
 )
 
 if __name__ == "__main__":
-    recipe_main(defaults=DEFAULTS)
+    raise SystemExit(recipe_script(defaults=DEFAULTS))

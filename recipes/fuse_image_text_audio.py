@@ -10,7 +10,7 @@ Your own data: --train_file data.jsonl with --image_column, --text_column and --
 paths or datasets' Audio values). Every option: --help.
 """
 
-from mmvq.training.recipe import recipe_main
+from mmvq.training.recipe import recipe_script
 
 # The defaults of this recipe (flags and config files override them), sized for a 2-core CPU
 # (about 1 s per step there: a run of roughly 8 minutes).
@@ -45,4 +45,4 @@ DEFAULTS = dict(
 )
 
 if __name__ == "__main__":
-    recipe_main(defaults=DEFAULTS)
+    raise SystemExit(recipe_script(defaults=DEFAULTS))

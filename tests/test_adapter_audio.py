@@ -284,11 +284,9 @@ def test_random_crop_is_a_window_of_the_clip() -> None:
     torch.manual_seed(3)
     starts = set()
     for _ in range(5):
-        cropped = a._fit_duration(torch.from_numpy(clip))
-        assert cropped.numel() == SR
-        matches = [s for s in range(SR + 1) if np.array_equal(clip[s : s + SR], cropped.numpy())]
-        assert len(matches) == 1
-        starts.add(matches[0])
+        start, length = a._crop(clip.size)
+        assert length == SR and 0 <= start <= SR
+        starts.add(start)
     assert len(starts) > 1
     # and preprocess uses it: two calls under different seeds see different windows
     torch.manual_seed(4)

@@ -19,12 +19,14 @@ from train_helpers import (  # clean_accelerate: an autouse fixture
 from mmvq.training import train
 from mmvq.training.checkpoint import (
     CheckpointMismatchError,
+    CheckpointWriteError,
     check_fingerprint,
     model_fingerprint,
     resolve_checkpoint,
     save_checkpoint,
 )
 from mmvq.training.run_dir import RunDirectory
+from mmvq.training.run_identity import OutputDirError
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +73,12 @@ def test_resumed_run_reproduces_the_uninterrupted_loss_trajectory(tmp_path, data
         train(model, crashing, tiny_config(tmp_path / "resumed", **opts), eval_ds)
     assert [step for step, _ in RunDirectory(tmp_path / "resumed").list_checkpoints()] == [4]
     reset_accelerate()
-    # ... then resumed from its last checkpoint with a fresh model.
+    # ... then resumed from its last checkpoint with a fresh model (the same data, in the same
+    # wrapper: the run's identity includes the data's).
+    model = tiny_model()
     resumed = train(
-        tiny_model(),
-        train_ds,
+        model,
+        _CrashAfter(torch_dataset(model, train_ds), limit=10**9),
         tiny_config(tmp_path / "resumed", resume_from_checkpoint="latest", **opts),
         eval_ds,
     )
@@ -131,7 +135,8 @@ def test_keep_last_checkpoints_and_incomplete_directories_are_ignored(tmp_path, 
         "trainer_state.json",
         "fingerprint.json",
     } <= files
-    assert "random_states_0.pkl" in files
+    # RNG states are mmvq's own (safetensors + JSON); accelerate's pickle is not kept
+    assert "rng_state_0.safetensors" in files and "random_states_0.pkl" not in files
 
 
 def test_a_save_that_fails_midway_leaves_no_complete_looking_checkpoint(tmp_path):
@@ -141,9 +146,9 @@ def test_a_save_that_fails_midway_leaves_no_complete_looking_checkpoint(tmp_path
     accelerator = Accelerator(cpu=True)
     accelerator.prepare(model)
     shared = torch.zeros(4)
-    with pytest.raises(
-        RuntimeError, match="share memory"
-    ):  # safetensors refuses, after save_state wrote
+    with pytest.raises(  # safetensors refuses, after save_state wrote
+        CheckpointWriteError, match=r"could not write checkpoint 3 .*share memory.*intact"
+    ):
         save_checkpoint(
             accelerator,
             RunDirectory(tmp_path),
@@ -152,8 +157,8 @@ def test_a_save_that_fails_midway_leaves_no_complete_looking_checkpoint(tmp_path
             fingerprint=model_fingerprint(model),
             tensors={"extra": {"a": shared, "b": shared}},
         )
-    assert (tmp_path / "checkpoints" / "checkpoint-3.tmp" / "model.safetensors").is_file()
-    assert not (tmp_path / "checkpoints" / "checkpoint-3").exists()
+    # nothing of it is left (the half-written folder was discarded), nothing looks complete
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == []
     assert RunDirectory(tmp_path).latest_checkpoint() is None
     final = save_checkpoint(
         accelerator,
@@ -176,8 +181,9 @@ def test_resuming_into_a_model_of_another_shape_fails_before_training(tmp_path, 
     log_before = (tmp_path / "train_log.jsonl").read_text()
     reset_accelerate()
     with pytest.raises(
-        CheckpointMismatchError,
-        match=r"another shape(.|\n)*codebook\.(.|\n)*\[64, 16\] vs model \[32, 16\]",
+        OutputDirError,
+        match=r"another run(.|\n)*model differ(.|\n)*another shape(.|\n)*codebook\.(.|\n)*"
+        r"\[64, 16\] vs model \[32, 16\]",
     ):
         train(
             tiny_model(num_codes=32),
@@ -192,7 +198,7 @@ def test_bad_resume_paths_are_clear_errors(tmp_path, data):
     with pytest.raises(CheckpointMismatchError, match="is not a directory"):
         resolve_checkpoint(RunDirectory(tmp_path), str(tmp_path / "nowhere"))
     (tmp_path / "not_a_checkpoint").mkdir()
-    with pytest.raises(CheckpointMismatchError, match="holds no trainer_state.json"):
+    with pytest.raises(CheckpointMismatchError, match="holds no readable trainer_state.json"):
         resolve_checkpoint(RunDirectory(tmp_path), str(tmp_path / "not_a_checkpoint"))
     with pytest.raises(CheckpointMismatchError, match="has no fingerprint.json"):
         check_fingerprint(tmp_path / "not_a_checkpoint", model_fingerprint(tiny_model()))

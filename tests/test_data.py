@@ -427,11 +427,13 @@ def test_jsonl_with_image_and_audio_paths(jsonl_file, tmp_path):
         len(rows) == 5 and os.path.isabs(rows[0]["img"]) and os.path.isabs(rows[0]["sound"]["path"])
     )
 
-    # a missing file is reported at load time with row, column and path
+    # a missing file is reported at load time with file, line, row, column and path
     broken = tmp_path / "broken.jsonl"
-    broken.write_text(json.dumps({"img": "nope.png", "text": "x"}) + "\n")
+    broken.write_text("\n" + json.dumps({"img": "nope.png", "text": "x"}) + "\n")
     with pytest.raises(
-        DataError, match=r"row 0, column 'img' names file 'nope.png', which does not exist"
+        DataError,
+        match=r"broken.jsonl line 2 \(row 0\), column 'img' names file 'nope.png', which does "
+        "not exist",
     ):
         load_data(DataConfig(train_file=str(broken), columns="image=img"), ["image", "text"])
 
@@ -642,8 +644,8 @@ def test_validate_dataset_catches_each_problem():
 
     with pytest.raises(
         DataError,
-        match=r"batch_size=8 is larger than the dataset \(3 rows\) and drop_last=True.*at most 3"
-        r".*drop_last=False",
+        match=r"batch_size=8 is larger than the dataset \(3 usable rows\) and drop_last=True"
+        r".*at most 3.*drop_last=False",
     ):
         validate_dataset(good, cmap, ads, batch_size=8, drop_last=True)
     assert validate_dataset(good, cmap, ads, batch_size=8, drop_last=False).num_rows == 3

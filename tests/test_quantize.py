@@ -591,7 +591,12 @@ def test_non_finite_first_batch_leaves_codebook_uninitialised() -> None:
     before = cb.code_vectors.clone()
     z = torch.randn(2, 4, 8)
     z[1, 2, 3] = float("inf")
-    # In training a diverging batch is a step to skip, not an input error: the loss says so.
+    # A plain forward refuses it, in training mode too (a NaN loss would go unnoticed) ...
+    with pytest.raises(AdapterInputError, match=r"z\['image'\] holds 1 non-finite value"):
+        cb({"image": z})
+    # ... but in the training loop (which sets tolerate_nonfinite) a diverging batch is a step to
+    # skip, not an input error: the loss says so.
+    cb.tolerate_nonfinite = True
     out = cb({"image": z})
     assert not torch.isfinite(out.loss["image"])
     assert not bool(cb.initialized) and torch.equal(cb.code_vectors, before)
@@ -610,6 +615,7 @@ def test_non_finite_first_batch_leaves_codebook_uninitialised() -> None:
 
 def test_non_finite_training_batch_leaves_every_buffer_untouched() -> None:
     cb = make(kmeans_init=True, restart_every=1).train()
+    cb.tolerate_nonfinite = True  # as the training loop sets it
     cb({"image": torch.randn(4, 4, 8)})
     before = {k: v.clone() for k, v in cb.state_dict().items()}
     z = torch.randn(4, 4, 8)

@@ -73,7 +73,7 @@ def test_ddp_replicas_stay_identical_when_a_rank_lacks_a_modality(tmp_path, bala
         assert report["nonfinite_steps"] == 2
         assert report["skipped"] == [False, True, False, True]
     assert (tmp_path / "out" / "metrics.json").is_file()
-    assert (tmp_path / "out" / "checkpoints" / "checkpoint-4" / "random_states_1.pkl").is_file()
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint-4" / "rng_state_1.safetensors").is_file()
 
 
 @pytest.mark.slow

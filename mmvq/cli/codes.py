@@ -7,6 +7,8 @@ import argparse
 import json
 
 from mmvq.cli.models import (
+    check_out_dir,
+    check_out_file,
     emit_json,
     load_model,
     model_arguments,
@@ -63,6 +65,7 @@ def encode_command(args: argparse.Namespace) -> int:
         raise ValueError(
             "give at least one input after MODEL: --<modality> VALUE (or --input MODALITY=VALUE)"
         )
+    check_out_file(args.out)
     model = load_model(args)
     batch = prepare_batch(model, values, lambda m: f"--{m}")
     codes = model.encode(batch)
@@ -110,6 +113,7 @@ def decode_command(args: argparse.Namespace) -> int:
     """``mmvq decode MODEL codes.json --to image --out DIR``."""
     from mmvq.outputs.codes_file import read_codes
 
+    check_out_dir(args.out)
     codes, sizes = read_codes(args.codes)
     model = load_model(args)
     ours = {"detail": model.config.codebook.num_codes}
@@ -178,6 +182,12 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="seed of the sampling (default: random)")
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="outputs decoded (and written) at a time: bounds the memory (default: 16)",
+    )
+    parser.add_argument(
         "--out", required=True, metavar="DIR", help="directory for the outputs (+ codes.json)"
     )
     parser.epilog = (
@@ -200,7 +210,10 @@ def generate_command(args: argparse.Namespace) -> int:
     """``mmvq generate MODEL --from-text "a small red circle" --num-images 10 --out DIR``."""
     from pathlib import Path
 
-    from mmvq.generation import SamplingConfig, generate
+    import torch
+
+    from mmvq.concept import MultimodalCodes
+    from mmvq.generation import SamplingConfig, generate_batches
     from mmvq.outputs.codes_file import codes_to_dict
 
     values = named_values(args.source_inputs, args.from_inputs, args.from_json, "--from")
@@ -209,10 +222,7 @@ def generate_command(args: argparse.Namespace) -> int:
             "give at least one source after MODEL: --from-<modality> VALUE (or --from "
             "MODALITY=VALUE)"
         )
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.top_k < 0:
-        raise ValueError(f"--top-k must be >= 0 (0: all codes), got {args.top_k}")
+    _check_generate_options(args, values)
     sampling = SamplingConfig(
         temperature=args.temperature, top_k=args.top_k or None, seed=args.seed
     )
@@ -223,16 +233,53 @@ def generate_command(args: argparse.Namespace) -> int:
         raise ValueError(
             "every modality of the model is a source; choose a target with --to MODALITY"
         )
-    result = generate(model, batch, targets, args.num_samples, sampling)
-    for path in write_postprocessed(model, result.recon, args.out):
-        print(path)
+    total = len(next(iter(values.values()))) * args.num_samples
+    concept: dict[str, list] = {}
+    detail: dict[str, list] = {}
+    written = 0
+    for part in generate_batches(
+        model, batch, targets, args.num_samples, sampling, batch_size=args.batch_size
+    ):
+        for path in write_postprocessed(model, part.recon, args.out, written, total):
+            print(path)
+        for m, c in part.codes.concept.items():
+            concept.setdefault(m, []).append(c.cpu())
+        for m, c in part.codes.detail.items():
+            detail.setdefault(m, []).append(c.cpu())
+        written += next(iter(part.codes.detail.values())).shape[0]
     codes_path = Path(args.out) / "codes.json"
+    joined = MultimodalCodes(
+        {m: torch.cat(parts) for m, parts in concept.items()},
+        {m: torch.cat(parts) for m, parts in detail.items()},
+    )
     data = codes_to_dict(
-        result.codes,
+        joined,
         num_codes=model.config.codebook.num_codes,
-        num_concept_codes=model.config.concept.num_codes if result.codes.concept else None,
+        num_concept_codes=model.config.concept.num_codes if joined.concept else None,
         model=args.model,
     )
     codes_path.write_text(json.dumps(data) + "\n", encoding="utf-8")
     print(codes_path)
     return 0
+
+
+MAX_GENERATED = 100_000
+"""Outputs one ``mmvq generate`` call writes at most (inputs x --num-samples)."""
+
+
+def _check_generate_options(args: argparse.Namespace, values: dict[str, list]) -> None:
+    """The numeric options, and the number of outputs, before the model is loaded."""
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.top_k < 0:
+        raise ValueError(f"--top-k must be >= 0 (0: all codes), got {args.top_k}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    inputs = max(len(v) for v in values.values())
+    if inputs * args.num_samples > MAX_GENERATED:
+        raise ValueError(
+            f"--num-samples {args.num_samples} x {inputs} input(s) asks for "
+            f"{inputs * args.num_samples} outputs, more than the {MAX_GENERATED} one call writes; "
+            "lower --num-samples (run several times with different --seed values for more)"
+        )
+    check_out_dir(args.out)

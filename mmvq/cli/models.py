@@ -116,16 +116,46 @@ def prepare_batch(
         raise ValueError(f"{flag(exc.modality)}: {exc}") from None
 
 
-def write_postprocessed(model: Any, recon: dict[str, Any], out_dir: str) -> list[str]:
-    """Write each target's ``postprocess`` outputs into ``out_dir``; return the paths."""
+def write_postprocessed(
+    model: Any, recon: dict[str, Any], out_dir: str, start: int = 0, total: int | None = None
+) -> list[str]:
+    """Write each target's ``postprocess`` outputs into ``out_dir`` (numbered from ``start``, of
+    ``total``); return the paths."""
     from mmvq.outputs.files import sample_rate_of, write_outputs
 
     paths = []
     for name, value in recon.items():
         adapter = model.adapters[name]
         outputs = adapter.postprocess(value)
-        paths += write_outputs(outputs, out_dir, name, sample_rate=sample_rate_of(adapter))
+        paths += write_outputs(
+            outputs, out_dir, name, sample_rate=sample_rate_of(adapter), start=start, total=total
+        )
     return [str(p) for p in paths]
+
+
+def check_out_dir(out: str, option: str = "--out") -> None:
+    """``out`` can be (or become) a directory: not an existing file, nor under one."""
+    from pathlib import Path
+
+    path = Path(out)
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        what = "is an existing file" if blocker == path else f"is under the file {blocker}"
+        raise ValueError(
+            f"{option} {out!r} {what}; give a directory for the outputs (created if missing)"
+        )
+
+
+def check_out_file(out: str | None, option: str = "--out") -> None:
+    """``out`` can be written as a file: not a directory, its folder not a file."""
+    from pathlib import Path
+
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"{option} {out!r} is a directory; give a file name such as {path}/x.json")
+    check_out_dir(str(path.parent), f"{option} {out!r}: its folder")
 
 
 def emit_json(data: Any, out: str | None, what: str) -> None:
@@ -137,10 +167,7 @@ def emit_json(data: Any, out: str | None, what: str) -> None:
         print(encoded)
         return
     path = Path(out)
-    if path.is_dir():
-        raise ValueError(
-            f"--out {out!r} is a directory; give a file name such as {path / (what + '.json')}"
-        )
+    check_out_file(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(encoded + "\n", encoding="utf-8")
     print(f"wrote {what} to {path}")

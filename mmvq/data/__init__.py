@@ -7,6 +7,7 @@ module          what it holds
 ``builtin``     built-in generated datasets, found through the ``mmvq.datasets`` entry points
 ``columns``     how mapped columns are read, as the adapters declare (paths, undecoded media)
 ``files``       local data files and folders of media files read without a decoder
+``sources``     the file and line of each row of a local file (for error messages)
 ``load``        :func:`load_data`: a config to raw train/eval splits
 ``pipeline``    :class:`MultimodalDataset` / :class:`MultimodalIterableDataset` (preprocess in
                 DataLoader workers) and :class:`MultimodalCollator` (the batch layout)
@@ -28,7 +29,7 @@ from mmvq.data.pipeline import (
     MultimodalIterableDataset,
     as_torch_dataset,
 )
-from mmvq.data.validation import DatasetSummary, validate_dataset
+from mmvq.data.validation import DatasetSummary, good_rows, validate_dataset
 
 __all__ = [
     "DataConfig",
@@ -40,6 +41,7 @@ __all__ = [
     "MultimodalDataset",
     "MultimodalIterableDataset",
     "as_torch_dataset",
+    "good_rows",
     "load_data",
     "validate_dataset",
 ]

@@ -105,13 +105,13 @@ def _holds_paths(feature: Any) -> bool:
     return getattr(feature, "decode", None) is False  # undecoded media: {"path", "bytes"}
 
 
-def _checked_path(value: str, column: str, index: int, base_dir: str, source: str) -> str:
+def _checked_path(value: str, column: str, where: str, base_dir: str) -> str:
     path = os.path.expanduser(str(value))
     if not os.path.isabs(path) and "://" not in path:
         path = os.path.normpath(os.path.join(base_dir, path))
     if "://" not in path and not os.path.isfile(path):
         raise DataError(
-            f"{source}: row {index}, column {column!r} names file {value!r}, which does not "
+            f"{where}, column {column!r} names file {value!r}, which does not "
             f"exist (looked for {path!r}); relative paths are resolved against {base_dir!r}. "
             "Fix the path or drop the row."
         )
@@ -119,9 +119,16 @@ def _checked_path(value: str, column: str, index: int, base_dir: str, source: st
 
 
 def resolve_paths(
-    ds: Any, columns: list[str], base_dir: str, source: str, num_proc: int | None
+    ds: Any,
+    columns: list[str],
+    base_dir: str,
+    source: str,
+    num_proc: int | None,
+    rows: Any = None,
 ) -> Any:
-    """Make relative paths absolute (against ``base_dir``) and check that every file exists."""
+    """Make relative paths absolute (against ``base_dir``) and check that every file exists.
+
+    ``rows`` (a :class:`~mmvq.data.sources.RowSource`) names the line of a bad row."""
     features = ds.features
     if features is not None:
         columns = [c for c in columns if _holds_paths(features.get(c))]
@@ -132,6 +139,7 @@ def resolve_paths(
         return ds
 
     def resolve(row: dict[str, Any], index: int) -> dict[str, Any]:
+        where = rows.describe(index) if rows is not None else f"{source}: row {index}"
         out = {}
         for column in columns:
             value = row[column]
@@ -140,10 +148,10 @@ def resolve_paths(
                 and value.get("bytes") is None
                 and isinstance(value.get("path"), str)
             ):
-                path = _checked_path(value["path"], column, index, base_dir, source)
+                path = _checked_path(value["path"], column, where, base_dir)
                 out[column] = {**value, "path": path}
             elif isinstance(value, str):
-                out[column] = _checked_path(value, column, index, base_dir, source)
+                out[column] = _checked_path(value, column, where, base_dir)
             else:
                 out[column] = value
         return out

@@ -19,6 +19,7 @@ from typing import Any
 from mmvq.adapter import DataColumn
 from mmvq.data.columns import cast_undecoded, path_columns, resolve_paths
 from mmvq.data.config import FILE_BUILDERS, DataConfig, DataError
+from mmvq.data.sources import RowSource, is_json_file, register_rows, scan_json_file
 
 __all__ = ["load_file", "load_folder_undecoded"]
 
@@ -26,23 +27,46 @@ __all__ = ["load_file", "load_folder_undecoded"]
 def load_file(
     path: str, config: DataConfig, column_map: Mapping[str, str], specs: Mapping[str, DataColumn]
 ) -> Any:
-    """One local data file as a ``Dataset`` (or ``IterableDataset`` when streaming)."""
+    """One local data file as a ``Dataset`` (or ``IterableDataset`` when streaming).
+
+    A JSON(-lines) file is checked line by line first (a line that is not a JSON object, or no
+    row at all, fails naming the file and line) and the line of every row is remembered for
+    later messages (:mod:`mmvq.data.sources`); what ``datasets`` cannot read fails as a
+    :class:`DataError` naming the file.
+    """
     import datasets
 
     if not os.path.isfile(path):
         raise DataError(f"data file {path!r} does not exist; check --train_file/--validation_file.")
+    source = RowSource(path)
+    if is_json_file(path) and not config.streaming:
+        source = scan_json_file(path)
     builder = FILE_BUILDERS[os.path.splitext(path)[1].lower()]
-    ds = datasets.load_dataset(
-        builder,
-        data_files={"data": os.path.abspath(path)},
-        split="data",
-        streaming=config.streaming,
-        cache_dir=config.cache_dir,
-    )
+    try:
+        ds = datasets.load_dataset(
+            builder,
+            data_files={"data": os.path.abspath(path)},
+            split="data",
+            streaming=config.streaming,
+            cache_dir=config.cache_dir,
+        )
+    except Exception as exc:  # noqa: BLE001 - pyarrow/pandas/datasets errors, named once here
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and str(cause):
+            reason += f" ({' '.join(str(cause).split())[:200]})"
+        raise DataError(
+            f"data file {path!r} could not be read as {builder}: {reason}; fix the file (an empty "
+            "file, a broken row, mixed column types?) or pass another one."
+        ) from exc
+    if not config.streaming and len(ds) == 0:
+        raise DataError(f"data file {path!r} holds no rows; give a file with at least one row.")
     base_dir = os.path.dirname(os.path.abspath(path))
     ds = cast_undecoded(ds, column_map, specs)  # before resolving: a stream cannot cast later
     columns = path_columns(column_map, specs, config.path_columns)
-    return resolve_paths(ds, columns, base_dir, path, config.preprocessing_num_workers)
+    ds = resolve_paths(ds, columns, base_dir, path, config.preprocessing_num_workers, source)
+    register_rows(ds, source)
+    return ds
 
 
 _SPLIT_DIRS = {

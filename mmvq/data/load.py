@@ -17,6 +17,7 @@ from mmvq.data.builtin import get_builtin_dataset
 from mmvq.data.columns import AdapterSpecs, cast_undecoded, column_specs, is_iterable
 from mmvq.data.config import DataConfig, DataError, column_flag
 from mmvq.data.files import load_file, load_folder_undecoded
+from mmvq.data.sources import copy_rows
 
 __all__ = ["load_data"]
 
@@ -86,7 +87,11 @@ def _limit(ds: Any, n: int | None) -> Any:
         return ds
     if is_iterable(ds):
         return ds.take(n)
-    return ds.select(range(min(n, len(ds))))
+    return copy_rows(ds, ds.select(range(min(n, len(ds)))))
+
+
+def _cast(ds: Any, cmap: Mapping[str, str], specs: Mapping[str, DataColumn]) -> Any:
+    return copy_rows(ds, cast_undecoded(ds, cmap, specs))
 
 
 def _eval_split(config: DataConfig, raw: Mapping[str, Any]) -> str:
@@ -136,12 +141,12 @@ def load_data(config: DataConfig, modalities: AdapterSpecs) -> tuple[Any, Any | 
         )
     raw = _load_raw(config, cmap, specs)
     eval_split = _eval_split(config, raw)
-    train = _limit(cast_undecoded(raw[config.train_split], cmap, specs), config.max_train_samples)
+    train = _limit(_cast(raw[config.train_split], cmap, specs), config.max_train_samples)
     if config.streaming and config.shuffle_buffer_size:
         train = train.shuffle(seed=config.seed, buffer_size=config.shuffle_buffer_size)
     evaluation = None
     if eval_split:
-        evaluation = _limit(cast_undecoded(raw[eval_split], cmap, specs), config.max_eval_samples)
+        evaluation = _limit(_cast(raw[eval_split], cmap, specs), config.max_eval_samples)
     logger.info(
         "Loaded train split %r%s with column map %s",
         config.train_split,

@@ -14,6 +14,7 @@ evaluates, whatever the loader's order.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,8 +24,10 @@ from torch import Tensor
 from mmvq.adapter import AdapterInputError, ModalityAdapter
 from mmvq.data.columns import check_adapters, check_columns, column_names, is_iterable
 from mmvq.data.config import DataError
+from mmvq.data.sources import source_of
 
 __all__ = [
+    "ON_BAD_ROW",
     "Example",
     "ModelBatch",
     "MultimodalCollator",
@@ -35,14 +38,23 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger(__name__)
+
+ON_BAD_ROW = ("error", "skip")
+"""What a stream does with a row that cannot be read: raise, or leave it out and count it."""
+
+
 class Example(dict):
     """One preprocessed example ``{modality: {key: Tensor}}``.
 
     Attributes:
         references: ``{modality: raw value}`` of the row it was made from (``None``: unknown).
+        skipped_before: bad rows a stream left out just before this example (``on_bad_row=
+            "skip"``); an empty example only carries such a count (the end of a stream).
     """
 
     references: dict[str, Any] | None = None
+    skipped_before: int = 0
 
 
 class ModelBatch(dict):
@@ -51,9 +63,12 @@ class ModelBatch(dict):
     Attributes:
         references: per row, ``{modality: raw value}`` of the example it was made from, when
             every example carried them and the collator keeps them; else ``None``.
+        skipped_rows: bad rows a stream left out while this batch was read (the batch is empty
+            when every row it read was bad).
     """
 
     references: list[dict[str, Any]] | None = None
+    skipped_rows: int = 0
 
 
 def preprocess_row(
@@ -76,6 +91,13 @@ def preprocess_row(
             raise AdapterInputError(
                 f"{where}, column {column!r} (modality {modality!r}, value of type "
                 f"{type(value).__name__}): {err}"
+            ) from err
+        except Exception as err:  # noqa: BLE001 - an adapter's bug still names the row
+            raise DataError(
+                f"{where}, column {column!r} (modality {modality!r}, value of type "
+                f"{type(value).__name__}): {type(adapters[modality]).__name__}.preprocess raised "
+                f"{type(err).__name__}: {' '.join(str(err).split())[:300]} (a value the adapter "
+                "does not handle: fix or drop the row)"
             ) from err
         if not isinstance(tensors, dict) or not all(
             isinstance(v, Tensor) for v in tensors.values()
@@ -107,6 +129,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
         dataset: Any,
         adapters: Mapping[str, ModalityAdapter],
         column_map: Mapping[str, str],
+        *,
+        indices: Sequence[int] | None = None,
     ) -> None:
         import datasets
 
@@ -121,14 +145,20 @@ class MultimodalDataset(torch.utils.data.Dataset):
         check_columns(dataset.column_names, column_map)
         self.adapters = dict(adapters)
         self.column_map = dict(column_map)
+        self.rows = source_of(dataset)  # the file and line of each row, when known
+        self.indices = None if indices is None else [int(i) for i in indices]
         self.dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) if self.indices is None else len(self.indices)
+
+    def describe(self, row: int) -> str:
+        """``"FILE line L (row i)"`` when the file is known, else ``"row i"``."""
+        return self.rows.describe(row) if self.rows is not None else f"row {row}"
 
     def __getitem__(self, index: int) -> Example:
-        index = int(index)
-        return preprocess_row(self.dataset[index], self.adapters, self.column_map, f"row {index}")
+        row = int(index) if self.indices is None else self.indices[int(index)]
+        return preprocess_row(self.dataset[row], self.adapters, self.column_map, self.describe(row))
 
 
 class MultimodalIterableDataset(torch.utils.data.IterableDataset):
@@ -141,6 +171,11 @@ class MultimodalIterableDataset(torch.utils.data.IterableDataset):
     Because the stream is already split per rank, do not let ``accelerator.prepare`` shard this
     DataLoader again (it would dispatch or slice batches a second time): move batches to the
     device yourself. ``split_by_node=False`` leaves rank splitting to the caller.
+
+    Each row is checked on arrival: with ``on_bad_row="error"`` (default) a bad row raises
+    (naming the example); with ``"skip"`` it is left out, logged, and counted in the next
+    example's :attr:`Example.skipped_before` (summed per batch by the collator into
+    :attr:`ModelBatch.skipped_rows`).
     """
 
     def __init__(
@@ -152,6 +187,7 @@ class MultimodalIterableDataset(torch.utils.data.IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         split_by_node: bool = True,
+        on_bad_row: str = "error",
     ) -> None:
         import datasets
         from datasets.distributed import split_dataset_by_node
@@ -179,10 +215,13 @@ class MultimodalIterableDataset(torch.utils.data.IterableDataset):
             raise DataError(
                 f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}."
             )
+        if on_bad_row not in ON_BAD_ROW:
+            raise DataError(f"on_bad_row must be one of {ON_BAD_ROW}, got {on_bad_row!r}.")
         self.adapters = dict(adapters)
         self.column_map = dict(column_map)
         self.rank, self.world_size = rank, world_size
         self.split_by_node = split_by_node
+        self.on_bad_row = on_bad_row
         dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
         if split_by_node and world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
@@ -202,10 +241,36 @@ class MultimodalIterableDataset(torch.utils.data.IterableDataset):
             dataset = split_dataset_by_node(dataset, rank=info.id, world_size=info.num_workers)
             worker = f", worker {info.id}/{info.num_workers}"
         # ``iter`` (not ``__iter__``) so datasets does not split by worker a second time.
-        for i, batch in enumerate(dataset.iter(batch_size=1)):
-            row = {k: v[0] for k, v in batch.items()}
+        rows = dataset.iter(batch_size=1)
+        skipped, i = 0, 0
+        while True:
             where = f"example {i} of the stream (rank {self.rank}/{self.world_size}{worker})"
-            yield preprocess_row(row, self.adapters, self.column_map, where)
+            try:
+                batch = next(rows)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - a source that cannot be read, named once
+                raise DataError(
+                    f"reading {where} failed ({type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:300]}); fix the data source"
+                ) from exc
+            i += 1
+            try:
+                example = preprocess_row(
+                    {k: v[0] for k, v in batch.items()}, self.adapters, self.column_map, where
+                )
+            except (AdapterInputError, DataError) as exc:
+                if self.on_bad_row == "error":
+                    raise
+                skipped += 1
+                logger.warning("on_bad_row='skip': left out %s", " ".join(str(exc).split()))
+                continue
+            example.skipped_before, skipped = skipped, 0
+            yield example
+        if skipped:  # an empty example that only carries the count (the collator drops it)
+            marker = Example()
+            marker.skipped_before = skipped
+            yield marker
 
 
 def as_torch_dataset(
@@ -215,14 +280,16 @@ def as_torch_dataset(
     *,
     rank: int | None = None,
     world_size: int | None = None,
+    on_bad_row: str = "error",
+    indices: Sequence[int] | None = None,
 ) -> MultimodalDataset | MultimodalIterableDataset:
-    """:class:`MultimodalDataset` for a ``Dataset``, :class:`MultimodalIterableDataset` for an
-    ``IterableDataset``."""
+    """:class:`MultimodalDataset` for a ``Dataset`` (over ``indices`` only, when given),
+    :class:`MultimodalIterableDataset` for an ``IterableDataset`` (with ``on_bad_row``)."""
     if is_iterable(dataset):
         return MultimodalIterableDataset(
-            dataset, adapters, column_map, rank=rank, world_size=world_size
+            dataset, adapters, column_map, rank=rank, world_size=world_size, on_bad_row=on_bad_row
         )
-    return MultimodalDataset(dataset, adapters, column_map)
+    return MultimodalDataset(dataset, adapters, column_map, indices=indices)
 
 
 class MultimodalCollator:
@@ -241,8 +308,16 @@ class MultimodalCollator:
         self.references = references
 
     def __call__(self, examples: Sequence[Mapping[str, Mapping[str, Tensor]]]) -> ModelBatch:
+        skipped = sum(int(getattr(e, "skipped_before", 0) or 0) for e in examples)
+        if skipped:  # a stream's bad rows: counted, and a marker of the count is no example
+            examples = [e for e in examples if not (isinstance(e, Example) and not e)]
+            if not examples:
+                batch = ModelBatch()
+                batch.skipped_rows = skipped
+                return batch
         self._check(examples)
         batch = ModelBatch()
+        batch.skipped_rows = skipped
         for modality, adapter in self.adapters.items():
             present = [modality in example for example in examples]
             if any(present):

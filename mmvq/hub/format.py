@@ -32,6 +32,8 @@ from safetensors.torch import load_file, save_model
 from torch import Tensor
 
 from mmvq.adapter import ModalityAdapter
+from mmvq.adapter_checks import check_modality_name
+from mmvq.hub.safety import check_no_code
 from mmvq.registry import (
     AdapterPluginError,
     AdapterRegistryError,
@@ -214,6 +216,8 @@ class PretrainedConfig:
                 f"{where}: 'adapters' must map each modality to its adapter record, got "
                 f"{adapters!r:.80}"
             )
+        for name in adapters:  # before any file of adapters/<modality>/ is read
+            check_modality_name(name, f"{where}: adapters", PretrainedError)
         order = data.get("modalities", list(adapters))
         if not isinstance(order, list) or sorted(order) != sorted(adapters):
             raise PretrainedError(
@@ -427,6 +431,7 @@ def load_pretrained_dir(cls: type[MultimodalVQ], directory: str | os.PathLike) -
     class, so this module never imports the model's).
     """
     directory = Path(directory)
+    check_no_code(directory)  # before any file in it is read
     config_path = directory / CONFIG_NAME
     config = PretrainedConfig.read(config_path)
     where = str(config_path)

@@ -47,6 +47,7 @@ from mmvq.hub.model_card import (
     check_card_inputs,
     write_model_card,
 )
+from mmvq.hub.safety import DOWNLOAD_PATTERNS, check_repo_files
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -56,8 +57,6 @@ __all__ = ["DOWNLOAD_PATTERNS", "MultimodalVQHubMixin", "resolve_model_dir"]
 
 SampleImage = Union[str, os.PathLike, "Image.Image", None]
 
-DOWNLOAD_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, f"{ADAPTERS_DIR}/*"]
-"""Files of a Hub repo that :meth:`MultimodalVQHubMixin.from_pretrained` downloads."""
 
 STALE_PATTERNS = [f"{ADAPTERS_DIR}/*", "sample_grid.*"]
 """Remote files a push deletes unless it re-uploads them (left over from an earlier push)."""
@@ -145,6 +144,8 @@ def _download(
     """A Hub repo's snapshot (:data:`DOWNLOAD_PATTERNS` only), every failure worded."""
     where = f"Hub repo {name!r}" + (f" at revision {revision!r}" if revision else "")
     try:
+        if not local_files_only:
+            _refuse_code(name, revision, token, where)
         folder = snapshot_download(
             repo_id=name,
             revision=revision,
@@ -176,6 +177,19 @@ def _download(
             "model.push_to_hub(repo_id))."
         )
     return folder_path
+
+
+def _refuse_code(name: str, revision: str | None, token: str | bool | None, where: str) -> None:
+    """Refuse a repo holding code files before downloading anything (its listing). When the
+    listing cannot be fetched (offline, with a cached copy) the downloaded files are still
+    checked (:func:`mmvq.hub.safety.check_no_code`) and never include code types."""
+    try:
+        files = HfApi(token=token).list_repo_files(name, revision=revision)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise
+    except Exception:  # noqa: BLE001 - no listing (network): the snapshot is checked instead
+        return
+    check_repo_files(files, where)
 
 
 class MultimodalVQHubMixin(

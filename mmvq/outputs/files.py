@@ -106,12 +106,18 @@ def write_outputs(
     prefix: str,
     *,
     sample_rate: int | None = None,
+    start: int = 0,
+    total: int | None = None,
 ) -> list[Path]:
-    """Write ``values`` as ``directory/<prefix>_<i>.<ext>`` (directory created); return paths."""
+    """Write ``values`` as ``directory/<prefix>_<i>.<ext>`` (directory created); return paths.
+
+    ``start`` numbers the first value (for outputs written in batches) and ``total`` (default:
+    ``start + len(values)``) sets the width of the numbers."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    width = max(3, len(str(len(values) - 1)))
+    total = start + len(values) if total is None else total
+    width = max(3, len(str(total - 1)))
     return [
         write_output(v, directory / f"{prefix}_{i:0{width}d}", sample_rate=sample_rate)
-        for i, v in enumerate(values)
+        for i, v in enumerate(values, start=start)
     ]

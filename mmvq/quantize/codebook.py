@@ -46,6 +46,7 @@ from mmvq.quantize.validation import (
     check_device,
     validate_inputs,
 )
+from mmvq.utils.memory import check_fits
 
 __all__ = ["QuantizerOutput", "SharedCodebook"]
 
@@ -114,7 +115,17 @@ class SharedCodebook(nn.Module):
         self.modalities: tuple[str, ...] = tuple(modalities)
         k, d = config.num_codes, config.code_dim
         dl = config.lookup_dim or d
+        check_fits(
+            f"CodebookConfig.num_codes={k} x {'lookup_dim' if config.lookup_dim else 'code_dim'}"
+            f"={dl} (4 float32 copies of the codes: values, EMA sums or optimizer states, and "
+            "their initialisation)",
+            4.0 * 4 * k * dl,
+            "lower num_codes (e.g. 16384) or code_dim / lookup_dim",
+        )
         self.lookup_dim = dl
+        self.tolerate_nonfinite = False
+        """Set by the training loop: in training, a non-finite batch is reported through a
+        non-finite loss (the loop skips the step) instead of raised."""
         self.project_in: nn.Linear | None = nn.Linear(d, dl) if config.lookup_dim else None
         self.project_out: nn.Linear | None = nn.Linear(dl, d) if config.lookup_dim else None
 
@@ -325,7 +336,9 @@ class SharedCodebook(nn.Module):
         # In training a non-finite batch is not an input error but a diverging step: the
         # statistics are left untouched on every rank and the (non-finite) loss tells the loop
         # to skip the step.
-        finite = check_data(z, masks, required, losses, allow_nonfinite=self.training)
+        finite = check_data(
+            z, masks, required, losses, allow_nonfinite=self.training and self.tolerate_nonfinite
+        )
         stats = self._batch_stats(codes, {m: a.counts for m, a in assigned.items()})
         if self.training and self.is_initialized():
             self._train_step(assigned, weight, finite)

@@ -32,12 +32,14 @@ __all__ = [
     "MIXED_PRECISION",
     "LR_SCHEDULERS",
     "GAN_LOSSES",
+    "ON_BAD_ROW",
     "parse_sub_config",
 ]
 
 MIXED_PRECISION: tuple[str, ...] = ("no", "bf16", "fp16")
 LR_SCHEDULERS: tuple[str, ...] = ("cosine", "linear", "constant")
 GAN_LOSSES: tuple[str, ...] = ("hinge", "non-saturating")
+ON_BAD_ROW: tuple[str, ...] = ("error", "skip")
 
 
 def parse_sub_config(value: Any, cls: type, field_name: str, shorthand: str) -> Any:
@@ -174,7 +176,26 @@ class TrainConfig:
         default=2, metadata=_help("Checkpoints kept (older ones are deleted; 0: keep all).")
     )
     resume_from_checkpoint: str | None = field(
-        default=None, metadata=_help("'latest' (in output_dir) or a checkpoint directory.")
+        default=None,
+        metadata=_help(
+            "'latest' (the newest checkpoint of this same run in output_dir) or a checkpoint "
+            "directory."
+        ),
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata=_help(
+            "Delete the outputs of an earlier run in output_dir (its checkpoints, logs, samples, "
+            "metrics, final model) instead of refusing to start."
+        ),
+    )
+    on_bad_row: str = field(
+        default="error",
+        metadata=_help(
+            f"A data row that cannot be read: {ON_BAD_ROW}. 'error' stops before the first step "
+            "(map-style data: every row is checked up front; a stream: each row on arrival), "
+            "'skip' leaves it out and counts it (skipped_rows in metrics.json)."
+        ),
     )
     report_to: str = field(
         default="auto",
@@ -274,10 +295,18 @@ class TrainConfig:
             "mixed_precision": MIXED_PRECISION,
             "lr_scheduler": LR_SCHEDULERS,
             "gan_loss": GAN_LOSSES,
+            "on_bad_row": ON_BAD_ROW,
         }
         for name, allowed in choices.items():
             check_choice(f"TrainConfig.{name}", getattr(self, name), allowed)
-        for name in ("cpu", "shuffle", "dataloader_drop_last", "adaptive_weight", "tqdm"):
+        for name in (
+            "cpu",
+            "shuffle",
+            "dataloader_drop_last",
+            "adaptive_weight",
+            "tqdm",
+            "overwrite_output_dir",
+        ):
             check_bool(f"TrainConfig.{name}", getattr(self, name))
         if not isinstance(self.report_to, str) or not self.report_to.strip():
             raise ValueError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -16,11 +16,12 @@ from mmvq.data import (
     MultimodalDataset,
     MultimodalIterableDataset,
     as_torch_dataset,
+    good_rows,
     validate_dataset,
 )
 from mmvq.training.config import TrainConfig
 
-__all__ = ["as_dataset", "check_output_dir", "make_loader"]
+__all__ = ["CheckedData", "as_dataset", "check_output_dir", "make_loader"]
 
 
 def check_output_dir(path: str) -> Path:
@@ -41,6 +42,33 @@ def check_output_dir(path: str) -> Path:
     return out
 
 
+class CheckedData(NamedTuple):
+    """What :func:`as_dataset` returns: the data to load from, and the rows left out
+    (``on_bad_row="skip"``) by the check of a map-style dataset."""
+
+    data: Any
+    skipped_rows: int = 0
+
+
+def _checked(
+    ds: Any, cmap: Mapping[str, str], model: nn.Module, cfg: TrainConfig, check_batch: bool
+) -> CheckedData:
+    """A ``datasets`` split checked (every row of a map-style one) and wrapped."""
+    adapters = dict(model.adapters)
+    summary = validate_dataset(
+        ds,
+        cmap,
+        adapters,
+        batch_size=cfg.per_device_batch_size if check_batch else 1,
+        drop_last=cfg.dataloader_drop_last if check_batch else False,
+        on_bad_row=cfg.on_bad_row,
+        num_workers=cfg.dataloader_num_workers,
+    )
+    keep = None if summary.num_rows is None else good_rows(summary, summary.num_rows)
+    wrapped = as_torch_dataset(ds, adapters, cmap, on_bad_row=cfg.on_bad_row, indices=keep)
+    return CheckedData(wrapped, 0 if summary.num_rows is None else len(summary.bad_rows))
+
+
 def as_dataset(
     data: Any,
     model: nn.Module,
@@ -48,17 +76,14 @@ def as_dataset(
     what: str,
     cfg: TrainConfig,
     check_batch: bool,
-) -> Any:
-    """A torch dataset of ``{modality: tensors}`` examples, validated; or the DataLoader given."""
+) -> CheckedData:
+    """A torch dataset of ``{modality: tensors}`` examples, validated (every row of a map-style
+    ``datasets`` split, as ``cfg.on_bad_row`` says); or the DataLoader given."""
     import datasets
 
-    adapters = dict(model.adapters)
-    batch_size = cfg.per_device_batch_size if check_batch else 1
-    drop_last = cfg.dataloader_drop_last if check_batch else False
     if isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
         cmap = dict(column_map) if column_map else {m: m for m in model.modalities}
-        validate_dataset(data, cmap, adapters, batch_size=batch_size, drop_last=drop_last)
-        return as_torch_dataset(data, adapters, cmap)
+        return _checked(data, cmap, model, cfg, check_batch)
     if isinstance(data, (MultimodalDataset, MultimodalIterableDataset)):
         unknown = sorted(set(data.column_map) - set(model.modalities))
         if unknown:
@@ -66,28 +91,25 @@ def as_dataset(
                 f"{what} maps modalities {unknown} that the model does not have "
                 f"({list(model.modalities)})"
             )
-        validate_dataset(
-            data.dataset, data.column_map, adapters, batch_size=batch_size, drop_last=drop_last
-        )
-        return data
+        return _checked(data.dataset, data.column_map, model, cfg, check_batch)
     if isinstance(data, torch.utils.data.DataLoader):
-        return data
+        return CheckedData(data)
     if isinstance(data, torch.utils.data.Dataset):
         if isinstance(data, torch.utils.data.IterableDataset):
-            return data
+            return CheckedData(data)
         n = len(data)  # type: ignore[arg-type]
         if n == 0:
             raise ValueError(
                 f"{what} is empty (0 examples); give a dataset with at least one example"
             )
-        if drop_last and batch_size > n:
+        drop_last = cfg.dataloader_drop_last if check_batch else False
+        if drop_last and cfg.per_device_batch_size > n:
             raise ValueError(
-                f"per_device_batch_size={batch_size} is larger than {what} ({n} examples) with "
-                "dataloader_drop_last=True, so there would be no batch; lower the batch size "
-                "to at "
-                f"most {n}, set dataloader_drop_last=False, or add data"
+                f"per_device_batch_size={cfg.per_device_batch_size} is larger than {what} ({n} "
+                "examples) with dataloader_drop_last=True, so there would be no batch; lower the "
+                f"batch size to at most {n}, set dataloader_drop_last=False, or add data"
             )
-        return data
+        return CheckedData(data)
     raise TypeError(
         f"{what} must be a datasets.Dataset/IterableDataset, a mmvq.data.MultimodalDataset, a "
         "torch "

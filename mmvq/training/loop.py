@@ -48,6 +48,7 @@ from mmvq.training.step import (
     reduce_param_grads,
 )
 from mmvq.utils.batches import to_device
+from mmvq.utils.distributed import all_reduce_
 from mmvq.utils.metrics import flatten_metrics
 
 __all__ = ["Loop", "TrainResult", "TrainingError", "train"]
@@ -106,6 +107,7 @@ class Loop:
         self.progress: Any = None
         self._just_saved = False
         self._excluded = 0.0  # seconds spent evaluating and checkpointing
+        self._skipped = 0  # bad stream rows left out by this process, not yet counted in state
 
     # ------------------------------------------------------------------ outer loop
     def run(self) -> dict[str, Any]:
@@ -135,6 +137,7 @@ class Loop:
             wall_seconds=round(time.perf_counter() - t0, 3),
             steps=state["step"],
             nonfinite_steps=state["nonfinite_steps"],
+            skipped_rows=state["skipped_rows"],
         )
         if acc.is_main_process:
             self.setup.run_dir.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -154,9 +157,12 @@ class Loop:
         consumed = False
         for batch in loader:
             consumed = True
+            state["batch_in_epoch"] += 1
+            self._skipped += int(getattr(batch, "skipped_rows", 0) or 0)
+            if not batch:  # every row a stream read for this batch was bad (on_bad_row=skip)
+                continue
             if self.setup.streaming:
                 batch = to_device(batch, acc.device)
-            state["batch_in_epoch"] += 1
             modules = [m for m in (self.modules.model, self.modules.discs) if m is not None]
             with acc.accumulate(*modules):
                 self.micro_step(batch)
@@ -342,13 +348,24 @@ class Loop:
             self._save()
             self._just_saved = True
 
+    def _count_skipped(self) -> None:
+        """Add every process's newly skipped rows to ``state`` (one all-reduce; all processes
+        call it at the same steps)."""
+        if self.setup.streaming:
+            delta = torch.tensor([float(self._skipped)], device=self.accelerator.device)
+            self.state["skipped_rows"] += int(all_reduce_(delta).item())
+            self._skipped = 0
+
     def _log(self, step: int) -> None:
         acc = self.accelerator
+        self._count_skipped()
         logs = self.window.reduce(acc)
         logs["lr"] = self.optimizers.schedule.get_last_lr()[0]
         if self.optimizers.discriminator is not None:
             logs["lr_discriminator"] = self.optimizers.discriminator.param_groups[0]["lr"]
         logs["nonfinite_steps"] = float(self.state["nonfinite_steps"])
+        if self.state["skipped_rows"]:
+            logs["skipped_rows"] = float(self.state["skipped_rows"])
         if acc.is_main_process:
             acc.log({f"train/{k}": v for k, v in logs.items()}, step=step)
             append_record(self.setup.run_dir.train_log, {"step": step, **logs})
@@ -398,6 +415,7 @@ class Loop:
 
     def _save(self) -> None:
         start = time.perf_counter()
+        self._count_skipped()
         tensors = {"balancer": self.modules.balancer.state_dict()}
         if self.modules.ema is not None:
             tensors["ema"] = self.modules.ema.state_dict()
@@ -409,6 +427,7 @@ class Loop:
             fingerprint=self.setup.fingerprint,
             tensors=tensors,
             keep_last=self.cfg.keep_last_checkpoints,
+            run_id=self.setup.run_id,
         )
         self._excluded += time.perf_counter() - start
 
@@ -455,9 +474,15 @@ def train(
     if not hasattr(model, "adapters") or not hasattr(model, "codebook"):
         raise TypeError(f"train: model must be a mmvq.MultimodalVQ, got {type(model).__name__}")
     run = setup_training(model, train_data, cfg, eval_data, translation_scorers, column_map)
-    loop = Loop(run)
-    metrics = loop.run()
-    run.accelerator.end_training()
+    codebook = run.modules.net.codebook
+    codebook.tolerate_nonfinite = True  # a diverging step is skipped, not raised
+    try:
+        loop = Loop(run)
+        metrics = loop.run()
+        run.accelerator.end_training()
+    finally:
+        codebook.tolerate_nonfinite = False
+        run.release()
     return TrainResult(
         model=run.modules.net,
         metrics=metrics,

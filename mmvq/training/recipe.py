@@ -23,7 +23,14 @@ from mmvq.training.recipe_args import (
 )
 from mmvq.training.run_dir import RunDirectory
 
-__all__ = ["build_model", "default_scorers", "recipe_main", "run_recipe", "summary_keys"]
+__all__ = [
+    "build_model",
+    "default_scorers",
+    "recipe_main",
+    "recipe_script",
+    "run_recipe",
+    "summary_keys",
+]
 
 
 def build_model(args: ModelArguments) -> MultimodalVQ:
@@ -91,8 +98,11 @@ def run_recipe(
     args: RecipeArguments, translation_scorers: Mapping[str, Callable[..., Any]] | None = None
 ) -> TrainResult:
     """Build the model, load the data, train, save ``OUTPUT_DIR/final``; returns the TrainResult."""
+    from accelerate.utils import set_seed
+
     modalities = args.model.modality_list
     data = data_config(args.data, args.train)
+    set_seed(args.train.seed)  # before anything random is built: the same command, the same run
     model = build_model(args.model)
     train_ds, eval_ds = load_data(data, dict(model.adapters))
     scorers = (
@@ -155,3 +165,26 @@ def recipe_main(
 ) -> TrainResult:
     """Parse ``argv`` (see :func:`parse_recipe_args`) and :func:`run_recipe`; the CLI's entry."""
     return run_recipe(parse_recipe_args(argv, defaults))
+
+
+def recipe_script(defaults: Mapping[str, Any] | None = None) -> int:
+    """What a recipe script runs: :func:`recipe_main` on ``sys.argv``, an error reported as one
+    line on stderr with exit code 2 (as the ``mmvq`` command does; ``MMVQ_DEBUG=1`` prints the
+    traceback instead). Returns the exit code."""
+    import os
+    import sys
+    import traceback
+
+    try:
+        recipe_main(defaults=defaults)
+    except KeyboardInterrupt:
+        print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line (or the traceback)
+        if os.environ.get("MMVQ_DEBUG"):
+            traceback.print_exc()
+        line = " ".join(str(exc).split()) or type(exc).__name__
+        hint = "" if os.environ.get("MMVQ_DEBUG") else " (MMVQ_DEBUG=1 prints the traceback)"
+        print(f"{Path(sys.argv[0]).name}: error: {line}{hint}", file=sys.stderr)
+        return 2
+    return 0

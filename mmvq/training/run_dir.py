@@ -10,6 +10,8 @@
       train_log.jsonl             one JSON record per log step and per evaluation
       metrics.json                the final evaluation, counters and timings
       final/                      the trained model (save_pretrained, model card included)
+      run.json                    the run's identity (config + data + seed + model fingerprint)
+      .lock                       held (flock) by the process writing the run
 
 The training loop, the checkpoints, the recipe runner and the CLI ask it for these paths; nobody
 else spells them.
@@ -21,6 +23,8 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
+from mmvq.training.checkpoint_files import read_marker
 
 __all__ = ["RunDirectory"]
 
@@ -43,6 +47,10 @@ class RunDirectory:
     FINAL = "final"
     TRAINER_STATE = "trainer_state.json"
     """The file whose presence marks a checkpoint as complete (written last)."""
+    RUN = "run.json"
+    LOCK = ".lock"
+    OWNED = (CHECKPOINTS, SAMPLES, LOGS, TRAIN_LOG, METRICS, FINAL, RUN)
+    """What a run writes (what ``overwrite_output_dir`` removes); other files are left alone."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -71,6 +79,20 @@ class RunDirectory:
         """``final/``: the trained model."""
         return self.root / self.FINAL
 
+    @property
+    def run_file(self) -> Path:
+        """``run.json``: the identity of the run that owns the directory."""
+        return self.root / self.RUN
+
+    @property
+    def lock_file(self) -> Path:
+        """``.lock``: locked by the process writing the run (refuses a second writer)."""
+        return self.root / self.LOCK
+
+    def owned(self) -> list[Path]:
+        """The entries of :attr:`OWNED` that exist."""
+        return [self.root / name for name in self.OWNED if (self.root / name).exists()]
+
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoints(self) -> Path:
@@ -86,13 +108,15 @@ class RunDirectory:
         return self.checkpoints / f"checkpoint-{step}.tmp"
 
     def list_checkpoints(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints as ``(step, path)``, oldest first (``.tmp`` ones are not)."""
+        """Checkpoints as ``(step, path)``, oldest first: folders named ``checkpoint-N`` (never
+        ``.tmp``/``.old``/``.deleting``) holding a readable marker (written last, removed
+        first). A resume verifies the marker's file manifest before loading."""
         if not self.checkpoints.is_dir():
             return []
         found = []
         for child in self.checkpoints.iterdir():
             match = _CHECKPOINT.match(child.name)
-            if match and child.is_dir() and (child / self.TRAINER_STATE).is_file():
+            if match and child.is_dir() and read_marker(child) is not None:
                 found.append((int(match.group(1)), child))
         return sorted(found)
 

@@ -24,12 +24,14 @@ from mmvq.training.checkpoint import (
     model_fingerprint,
     resolve_checkpoint,
 )
+from mmvq.training.checkpoint_files import CheckpointDamagedError, read_marker
 from mmvq.training.config import TrainConfig
 from mmvq.training.ema import ModelEMA
 from mmvq.training.evaluate import Scorer
 from mmvq.training.gan import DiscriminatorSet
 from mmvq.training.inputs import as_dataset, check_output_dir, make_loader
 from mmvq.training.run_dir import RunDirectory
+from mmvq.training.run_identity import OutputDirError, RunLock, claim_output_dir, run_identity
 
 __all__ = ["Modules", "Optimizers", "TrainingRun", "setup_training"]
 
@@ -64,9 +66,12 @@ class TrainingRun:
 
     Attributes:
         state: what a checkpoint stores: ``step``, ``epoch``, ``batch_in_epoch`` (the data
-            position), ``nonfinite_steps``, ``train_seconds``.
+            position), ``nonfinite_steps``, ``skipped_rows`` (bad rows left out, all
+            processes), ``train_seconds``.
         streaming: the training data is a stream (already split per rank: moved to the device
             by the loop, not by Accelerate).
+        run_id: the run's fingerprint (``run.json``; recorded in its checkpoints).
+        lock: the output directory's lock, held by the main process until the run ends.
     """
 
     cfg: TrainConfig
@@ -81,6 +86,13 @@ class TrainingRun:
     eval_loader: Any
     translation_scorers: Mapping[str, Scorer] | None
     streaming: bool
+    run_id: str | None = None
+    lock: RunLock | None = None
+
+    def release(self) -> None:
+        """Release the output directory's lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _report_to(cfg: TrainConfig) -> list[str] | None:
@@ -155,13 +167,43 @@ def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
     return flat
 
 
+def _claim(accelerator: Any, run_dir: RunDirectory, identity: Any, cfg: TrainConfig) -> Any:
+    """The main process locks and claims the output directory; every process learns the
+    verdict (one broadcast) and raises the same :class:`OutputDirError` on a refusal."""
+    from accelerate.utils import broadcast_object_list
+
+    lock, verdict = None, [None]
+    if accelerator.is_main_process:
+        try:
+            lock = claim_output_dir(run_dir, identity, cfg)
+        except OutputDirError as exc:
+            verdict = [str(exc)]
+    verdict = broadcast_object_list(verdict)
+    if verdict[0] is not None:
+        raise OutputDirError(verdict[0])
+    return lock
+
+
 def _resume_path(
-    run_dir: RunDirectory, cfg: TrainConfig, fingerprint: dict[str, Any], accelerator: Any
+    run_dir: RunDirectory,
+    cfg: TrainConfig,
+    fingerprint: dict[str, Any],
+    accelerator: Any,
+    run_id: str,
 ) -> Any:
     """The checkpoint to resume from (checked against the model's shape), or ``None``."""
-    resume_path = resolve_checkpoint(run_dir, cfg.resume_from_checkpoint)
+    resume_path = resolve_checkpoint(run_dir, cfg.resume_from_checkpoint, run_id)
     if resume_path is not None:
         check_fingerprint(resume_path, fingerprint)
+        theirs = (read_marker(resume_path) or {}).get("run")
+        if theirs != run_id and accelerator.is_main_process:
+            logger.warning(
+                "resuming from %s, a checkpoint of another run (%s; this run is %s): its data, "
+                "seed or options differ, so this run continues from its weights and state",
+                resume_path,
+                theirs,
+                run_id,
+            )
     elif cfg.resume_from_checkpoint == "latest" and accelerator.is_main_process:
         logger.warning(
             "resume_from_checkpoint='latest' but %s holds no checkpoint: starting fresh",
@@ -219,6 +261,31 @@ def _prepare(
     return modules, Optimizers(g_opt, None, d_opt), train_loader, streaming
 
 
+def _load_schedule(schedule: Any, saved: Any, path: Any) -> None:
+    """Restore the LR schedule from the ``scheduler`` entry of the checkpoint's trainer state,
+    refusing one that is not the state this schedule writes (a resume must not go on with another
+    learning rate)."""
+    expected = schedule.state_dict()
+    problem = None
+    if not isinstance(saved, dict):
+        problem = f"is {type(saved).__name__}, not the scheduler's state"
+    elif set(saved) != set(expected):
+        problem = f"has keys {sorted(saved)}, the schedule's are {sorted(expected)}"
+    elif not isinstance(saved["last_epoch"], int) or isinstance(saved["last_epoch"], bool):
+        problem = f"has last_epoch={saved['last_epoch']!r}, not a step count"
+    if problem is None:
+        try:
+            schedule.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = f"could not be restored ({type(exc).__name__}: {exc})"
+    if problem is not None:
+        raise CheckpointDamagedError(
+            f"checkpoint {str(path)!r} is damaged: the 'scheduler' entry of its "
+            f"trainer_state.json {problem}; resume from another checkpoint (or set "
+            "--resume_from_checkpoint to an earlier one), or start over with --overwrite_output_dir"
+        )
+
+
 def _resume(
     accelerator: Any, path: Any, state: dict[str, Any], modules: Modules, schedule: Any
 ) -> None:
@@ -227,7 +294,7 @@ def _resume(
     loaded = load_checkpoint(accelerator, path)
     for key in state:
         state[key] = loaded.state.get(key, state[key])
-    schedule.load_state_dict(loaded.state["scheduler"])
+    _load_schedule(schedule, loaded.state.get("scheduler"), path)
     device = accelerator.device
     if "balancer" in loaded.tensors:
         modules.balancer.load_state_dict(
@@ -239,6 +306,21 @@ def _resume(
         logger.info("resumed from %s at step %d", path, state["step"])
 
 
+def _data(
+    model: nn.Module,
+    train_data: Any,
+    eval_data: Any,
+    column_map: Mapping[str, str] | None,
+    cfg: TrainConfig,
+) -> tuple[Any, Any, int]:
+    """Both splits checked (every row of a map-style one); the rows left out of training."""
+    train = as_dataset(train_data, model, column_map, "train_data", cfg, check_batch=True)
+    evaluation = None
+    if eval_data is not None:
+        evaluation = as_dataset(eval_data, model, column_map, "eval_data", cfg, check_batch=False)
+    return train.data, evaluation.data if evaluation is not None else None, train.skipped_rows
+
+
 def setup_training(
     model: nn.Module,
     train_data: Any,
@@ -248,21 +330,43 @@ def setup_training(
     column_map: Mapping[str, str] | None = None,
 ) -> TrainingRun:
     """Everything before the first step (see the module docstring); the arguments are
-    :func:`mmvq.train`'s."""
+    :func:`mmvq.train`'s. The output directory is claimed (and locked) first: a run never
+    writes into another run's directory (:mod:`mmvq.training.run_identity`)."""
     run_dir = RunDirectory(check_output_dir(cfg.output_dir))
-    # ---- data, checked before anything heavy
-    train_ds = as_dataset(train_data, model, column_map, "train_data", cfg, check_batch=True)
-    eval_ds = None
-    if eval_data is not None:
-        eval_ds = as_dataset(eval_data, model, column_map, "eval_data", cfg, check_batch=False)
+    accelerator = _accelerator(cfg, run_dir)
+    identity = run_identity(cfg, model_fingerprint(model), train_data)
+    lock = _claim(accelerator, run_dir, identity, cfg)
+    try:
+        run = _setup(
+            model, train_data, cfg, eval_data, translation_scorers, column_map, run_dir, accelerator
+        )
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    run.run_id, run.lock = identity.fingerprint, lock
+    return run
 
+
+def _setup(
+    model: nn.Module,
+    train_data: Any,
+    cfg: TrainConfig,
+    eval_data: Any | None,
+    translation_scorers: Mapping[str, Scorer] | None,
+    column_map: Mapping[str, str] | None,
+    run_dir: RunDirectory,
+    accelerator: Any,
+) -> TrainingRun:
     from accelerate.utils import set_seed
 
-    accelerator = _accelerator(cfg, run_dir)
+    # ---- data, checked before anything heavy (and before seeding: the check may draw numbers)
+    train_ds, eval_ds, skipped = _data(model, train_data, eval_data, column_map, cfg)
     set_seed(cfg.seed)
     discs = DiscriminatorSet.from_model(model, cfg.gan_loss) if cfg.gan_weight > 0 else None
     fingerprint = model_fingerprint(model, discs)
-    resume_path = _resume_path(run_dir, cfg, fingerprint, accelerator)
+    run_id = run_identity(cfg, model_fingerprint(model), train_data).fingerprint
+    resume_path = _resume_path(run_dir, cfg, fingerprint, accelerator, run_id)
 
     train_loader = make_loader(train_ds, model, cfg, train=True)
     eval_loader = make_loader(eval_ds if eval_ds is not None else train_ds, model, cfg, train=False)
@@ -279,7 +383,14 @@ def setup_training(
     optimizers.schedule = _scheduler(optimizers.generator, cfg, total_steps)
     modules.ema = ModelEMA(modules.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "nonfinite_steps": 0, "train_seconds": 0.0}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "nonfinite_steps": 0,
+        "skipped_rows": skipped,
+        "train_seconds": 0.0,
+    }
     if resume_path is not None:
         _resume(accelerator, resume_path, state, modules, optimizers.schedule)
     if accelerator.is_main_process:
@@ -297,4 +408,5 @@ def setup_training(
         eval_loader=eval_loader,
         translation_scorers=translation_scorers,
         streaming=streaming,
+        run_id=run_id,
     )
