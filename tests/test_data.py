@@ -354,9 +354,16 @@ def test_load_data_errors():
         load_data(DataConfig(builtin=None), ["image"])
     with pytest.raises(
         DataError,
-        match=r"No requested modality \['image'\] is mapped to a column: set --image_column",
+        match=r"No requested modality \['image'\] is mapped to a column: set "
+        r"DataConfig.columns\['image'\] \(--image_column\)",
     ):
         load_data(DataConfig(columns="image="), ["image"])
+    with pytest.raises(  # a config names the DataConfig field and the recipes' flag
+        DataError,
+        match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: "
+        r"\[.*\]\. Set DataConfig.columns\['text'\] \(--text_column\) to one of them",
+    ):
+        load_data(DataConfig(builtin_num_train=4, columns="text=caption"), ["text"])
     with pytest.raises(DataError, match="does not exist"):
         load_data(DataConfig(train_file="/nonexistent/train.jsonl"), ["image"])
 
@@ -549,7 +556,7 @@ def test_dataset_wraps_adapter_errors_with_row_and_column():
     with pytest.raises(
         DataError,
         match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: "
-        r"\['n'\]\. Set --text_column",
+        r"\['n'\]\. Set column_map\['text'\] to one of them, or leave 'text' unmapped",
     ):
         MultimodalDataset(hf_dataset({"n": [1]}), ads, {"text": "caption"})
     with pytest.raises(DataError, match=r"maps modalities \['image'\] that have no adapter"):
@@ -618,12 +625,12 @@ def test_validate_dataset_catches_each_problem():
     with pytest.raises(
         DataError,
         match=r"column 'text' \(modality 'text'\) is not in the dataset; available columns: "
-        r"\['caption', 'image'\]\. Set --text_column",
+        r"\['caption', 'image'\]\. Set column_map\['text'\] to one of them",
     ):
         validate_dataset(
             good, {"image": "image", "text": "text"}, ads, batch_size=2, drop_last=False
         )
-    with pytest.raises(DataError, match=r"Set --columns 'depth=<column>' to one of them\.$"):
+    with pytest.raises(DataError, match=r"Set column_map\['depth'\] to one of them, or leave"):
         validate_dataset(
             good, {"depth": "depth"}, {"depth": TinyImageAdapter()}, batch_size=2, drop_last=False
         )

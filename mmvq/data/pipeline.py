@@ -21,7 +21,13 @@ import torch
 from torch import Tensor
 
 from mmvq.adapter import AdapterInputError, ModalityAdapter
-from mmvq.data.columns import check_adapters, check_columns, column_names, is_iterable
+from mmvq.data.columns import (
+    cast_for_adapters,
+    check_adapters,
+    check_columns,
+    column_names,
+    is_iterable,
+)
 from mmvq.data.config import DataError
 
 __all__ = [
@@ -97,6 +103,10 @@ def preprocess_row(
 class MultimodalDataset(torch.utils.data.Dataset):
     """A map-style ``datasets.Dataset`` as per-modality preprocessed tensors.
 
+    Columns that an adapter reads undecoded (its :class:`~mmvq.adapter.DataColumn`, e.g. a
+    decoded ``Audio()`` column) are cast with ``decode=False`` first, so rows never need a
+    decoder ``datasets`` may lack.
+
     ``dataset[i]`` is ``{modality: adapter.preprocess(row[column])}`` over the column map,
     skipping ``None`` values. Bad values raise :class:`AdapterInputError` naming the row, the
     column, the modality and the value's type.
@@ -121,6 +131,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         check_columns(dataset.column_names, column_map)
         self.adapters = dict(adapters)
         self.column_map = dict(column_map)
+        dataset = cast_for_adapters(dataset, self.column_map, self.adapters)
         self.dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
 
     def __len__(self) -> int:
@@ -183,6 +194,7 @@ class MultimodalIterableDataset(torch.utils.data.IterableDataset):
         self.column_map = dict(column_map)
         self.rank, self.world_size = rank, world_size
         self.split_by_node = split_by_node
+        dataset = cast_for_adapters(dataset, self.column_map, self.adapters)
         dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
         if split_by_node and world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from mmvq.adapter import ModalityAdapter
-from mmvq.data.columns import check_adapters, check_columns, column_names, is_iterable
+from mmvq.data.columns import (
+    cast_for_adapters,
+    check_adapters,
+    check_columns,
+    column_names,
+    is_iterable,
+)
 from mmvq.data.config import DataError
 from mmvq.data.pipeline import MultimodalCollator, MultimodalDataset, preprocess_row
 from mmvq.utils.checks import check_positive_int
@@ -97,6 +103,7 @@ def validate_dataset(
     collator = MultimodalCollator(adapters)
 
     if is_iterable(ds):
+        ds = cast_for_adapters(ds, column_map, adapters)
         rows = list(
             ds.select_columns(list(dict.fromkeys(column_map.values()))).take(num_check_rows)
         )
