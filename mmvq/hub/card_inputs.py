@@ -180,6 +180,15 @@ def _check_training_data(training_data: TrainingData) -> None:
     )
 
 
+def _record_value(value: Any) -> str:
+    """A training-data value on one line, in full (numbers as in the metrics table)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, (bool, int, float)):
+        return format_value(value)
+    return json.dumps(value, default=str)
+
+
 def training_section(training_data: TrainingData) -> tuple[str, list[str]]:
     """Markdown of the training-data section and the dataset ids for the card metadata."""
     if training_data is None:
@@ -189,7 +198,7 @@ def training_section(training_data: TrainingData) -> tuple[str, list[str]]:
     if isinstance(training_data, Mapping):
         datasets = training_data.get("datasets", [])
         datasets = [datasets] if isinstance(datasets, str) else [str(d) for d in datasets]
-        lines = [f"- **{key}**: {format_value(value)}" for key, value in training_data.items()]
+        lines = [f"- **{key}**: {_record_value(value)}" for key, value in training_data.items()]
         return "\n".join(lines), datasets
     return "\n".join(f"- {name}" for name in training_data), list(training_data)
 

@@ -125,7 +125,8 @@ def _train_subset(train_ds: Any, cfg: TrainConfig) -> str:
     if limit is None:
         return "every training example" if size is None else f"all {size} training examples"
     if size is not None and size <= limit:
-        return f"all {size} training examples (fewer than max_eval_samples={limit})"
+        fewer = f" (fewer than max_eval_samples={limit})" if size < limit else ""
+        return f"all {size} training examples{fewer}"
     return f"the first {limit} training examples"
 
 
