@@ -40,11 +40,14 @@ def physical_cores() -> int:
 
 
 def _is_accelerate_launch(cmdline: list[str]) -> bool:
-    names = [os.path.basename(part) for part in cmdline[:4]]
-    launcher = any(n in ("accelerate", "accelerate-launch") for n in names) or any(
-        part.startswith("accelerate.commands") for part in cmdline[:4]
-    )
-    return launcher and ("launch" in cmdline[:5] or "accelerate-launch" in names)
+    """Whether a command line is ``accelerate launch`` (the console script, ``accelerate-launch``
+    or ``python -m accelerate.commands.launch``), judged by its first words."""
+    head = cmdline[:5]
+    names = [os.path.basename(part) for part in head]
+    if "accelerate-launch" in names or "accelerate.commands.launch" in head:
+        return True
+    cli = "accelerate" in names or any(p.startswith("accelerate.commands") for p in head)
+    return cli and "launch" in head
 
 
 def _launcher() -> Any:
