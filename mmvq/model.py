@@ -371,7 +371,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
 
     # ------------------------------------------------------------ inference API
     def prepare(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Tensor]]:
-        """Preprocess and collate raw examples into a batch on the model's device.
+        """Preprocess and collate raw examples into a batch on the model's device (floating-point
+        tensors in the dtype of its weights).
 
         Each example maps modality names to raw values (a PIL image or path, a string, a
         waveform with its sample rate...); a modality missing from an example (or ``None``) is
@@ -401,7 +402,15 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
             rows.append({m: self._preprocess(m, v) for m, v in example.items() if v is not None})
         batch = MultimodalCollator(dict(self.adapters))(rows)
         device = self.device
-        return {m: {k: v.to(device) for k, v in sub.items()} for m, sub in batch.items()}
+        # floating-point inputs in the weights' dtype (a model loaded with dtype=torch.bfloat16)
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        return {
+            m: {
+                k: v.to(device, dtype=dtype) if v.is_floating_point() and dtype else v.to(device)
+                for k, v in sub.items()
+            }
+            for m, sub in batch.items()
+        }
 
     def _preprocess(self, modality: str, value: Any) -> dict[str, Tensor]:
         """``adapter.preprocess(value)``; a refusal records the modality on the error."""

@@ -21,6 +21,7 @@ __all__ = [
     "describe_token",
     "hub_endpoint",
     "is_network_error",
+    "network_cause",
     "not_downloaded",
     "reword",
 ]
@@ -69,8 +70,9 @@ def describe_token(token: str | bool | None) -> str:
     return "no token (none passed, no HF_TOKEN, not logged in)"
 
 
-def is_network_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a failure to reach the server at all."""
+def network_cause(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain (itself, its cause or context) that is a failure to reach
+    the server at all (connection refused, DNS, timeout, offline mode), or ``None``."""
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     seen: set[int] = set()
@@ -78,17 +80,22 @@ def is_network_error(exc: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, (OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-            return True
+            return current
         if isinstance(current, socket.gaierror):
-            return True
+            return current
         for cls in type(current).__mro__:
             if (
                 cls.__module__.split(".")[0] in _TRANSPORT_MODULES
                 and cls.__name__ in _TRANSPORT_NAMES
             ):
-                return True
+                return current
         current = current.__cause__ or current.__context__
-    return False
+    return None
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failure to reach the server at all."""
+    return network_cause(exc) is not None
 
 
 def _status(exc: BaseException) -> int | None:
@@ -109,7 +116,8 @@ def access_error(
     or ``None`` when ``exc`` is neither a network failure nor a refused token."""
     endpoint, from_env = hub_endpoint()
     where = f"the Hub at {endpoint}" + (" (from HF_ENDPOINT)" if from_env else "")
-    if is_network_error(exc):
+    cause = network_cause(exc)
+    if cause is not None:
         if _offline():
             return HubAccessError(
                 f"{action}: offline mode is on (HF_HUB_OFFLINE=1), so {where} was not contacted; "
@@ -121,7 +129,7 @@ def access_error(
             else "check the network connection (or set HF_ENDPOINT to your Hub mirror)"
         )
         return HubAccessError(
-            f"{action}: could not reach {where} ({_reason(exc)}); {endpoint_fix}. Token: "
+            f"{action}: could not reach {where} ({_reason(cause)}); {endpoint_fix}. Token: "
             f"{describe_token(token)}. Offline use: HF_HUB_OFFLINE=1 with local directories or "
             "cached models."
         )
