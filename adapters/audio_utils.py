@@ -289,8 +289,8 @@ def _from_decoder(decoder: Any) -> Waveform:
         samples = decoder.get_all_samples()
     except Exception as exc:  # noqa: BLE001 - the decoder's own failure, reworded at the boundary
         raise AdapterInputError(
-            f"audio {name} could not decode its clip ({type(exc).__name__}: {exc}); check the file, "
-            "or cast the column with datasets.Audio(decode=False) so the adapter decodes it."
+            f"audio {name} could not decode its clip ({type(exc).__name__}: {exc}); check the "
+            "file, or cast the column with datasets.Audio(decode=False) so the adapter decodes it."
         ) from exc
     data, rate = getattr(samples, "data", None), getattr(samples, "sample_rate", None)
     if data is None or rate is None:

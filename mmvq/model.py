@@ -14,6 +14,7 @@ from mmvq.adapter import AdapterConfig, AdapterInputError, ModalityAdapter, Toke
 from mmvq.fusion import FusionDecoder, FusionDecoderConfig
 from mmvq.hub.mixin import MultimodalVQHubMixin
 from mmvq.quantize import CodebookConfig, SharedCodebook
+from mmvq.utils.batches import to_device
 from mmvq.utils.configs import check_known_fields
 
 __all__ = ["MultimodalVQ", "MultimodalVQConfig", "MultimodalVQOutput"]
@@ -401,16 +402,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 )
             rows.append({m: self._preprocess(m, v) for m, v in example.items() if v is not None})
         batch = MultimodalCollator(dict(self.adapters))(rows)
-        device = self.device
-        # floating-point inputs in the weights' dtype (a model loaded with dtype=torch.bfloat16)
         dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
-        return {
-            m: {
-                k: v.to(device, dtype=dtype) if v.is_floating_point() and dtype else v.to(device)
-                for k, v in sub.items()
-            }
-            for m, sub in batch.items()
-        }
+        return to_device(dict(batch), self.device, float_dtype=dtype)
 
     def _preprocess(self, modality: str, value: Any) -> dict[str, Tensor]:
         """``adapter.preprocess(value)``; a refusal records the modality on the error."""

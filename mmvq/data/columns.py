@@ -19,6 +19,7 @@ from mmvq.registry import AdapterRegistryError, UnknownAdapterError, get_adapter
 
 __all__ = [
     "AdapterSpecs",
+    "adapter_dict",
     "cast_undecoded",
     "cast_for_adapters",
     "check_adapters",
@@ -168,8 +169,19 @@ def resolve_paths(
     return ds.map(resolve, **kwargs)
 
 
+def adapter_dict(adapters: Any) -> dict[str, ModalityAdapter]:
+    """``adapters`` as a plain dict: a mapping, or a model's ``adapters`` (an ``nn.ModuleDict``)."""
+    if isinstance(adapters, Mapping):
+        return dict(adapters)
+    if hasattr(adapters, "items") and hasattr(adapters, "keys"):
+        return dict(adapters.items())
+    return adapters
+
+
 def check_adapters(adapters: Mapping[str, ModalityAdapter], column_map: Mapping[str, str]) -> None:
-    """``adapters`` must be ``{modality: ModalityAdapter}`` covering every mapped modality."""
+    """``adapters`` must be ``{modality: ModalityAdapter}`` (or a model's ``adapters``) covering
+    every mapped modality."""
+    adapters = adapter_dict(adapters)
     if not isinstance(adapters, Mapping) or not adapters:
         raise DataError(
             f"adapters must be a non-empty {{modality: ModalityAdapter}} dict, got {adapters!r}."

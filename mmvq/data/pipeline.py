@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mmvq.adapter import AdapterInputError, ModalityAdapter
 from mmvq.data.columns import (
+    adapter_dict,
     cast_for_adapters,
     check_adapters,
     check_columns,
@@ -129,7 +130,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
             raise DataError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")
         check_adapters(adapters, column_map)
         check_columns(dataset.column_names, column_map)
-        self.adapters = dict(adapters)
+        self.adapters = adapter_dict(adapters)
         self.column_map = dict(column_map)
         dataset = cast_for_adapters(dataset, self.column_map, self.adapters)
         self.dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
@@ -190,7 +191,7 @@ class MultimodalIterableDataset(torch.utils.data.IterableDataset):
             raise DataError(
                 f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}."
             )
-        self.adapters = dict(adapters)
+        self.adapters = adapter_dict(adapters)
         self.column_map = dict(column_map)
         self.rank, self.world_size = rank, world_size
         self.split_by_node = split_by_node
@@ -248,8 +249,9 @@ class MultimodalCollator:
     """
 
     def __init__(self, adapters: Mapping[str, ModalityAdapter], *, references: bool = True) -> None:
+        adapters = adapter_dict(adapters)
         check_adapters(adapters, {name: name for name in adapters})
-        self.adapters = dict(adapters)
+        self.adapters = adapter_dict(adapters)
         self.references = references
 
     def __call__(self, examples: Sequence[Mapping[str, Mapping[str, Tensor]]]) -> ModelBatch:

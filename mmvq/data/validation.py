@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from mmvq.adapter import ModalityAdapter
 from mmvq.data.columns import (
+    adapter_dict,
     cast_for_adapters,
     check_adapters,
     check_columns,
@@ -96,6 +97,7 @@ def validate_dataset(
         raise DataError(
             f"validate_dataset expects a datasets.Dataset/IterableDataset, got {type(ds).__name__}."
         )
+    adapters = adapter_dict(adapters)
     check_positive_int("batch_size", batch_size, fix=".", error=DataError)
     check_positive_int("num_check_rows", num_check_rows, fix=".", error=DataError)
     check_adapters(adapters, column_map)
