@@ -11,7 +11,9 @@ Accepted raw examples (see :func:`load_waveform`):
   (``dataset.cast_column("audio", Audio(decode=False))``). ``bytes`` is used when present,
   else ``path``. datasets 5 decodes audio only through ``torchcodec``; casting with
   ``decode=False`` lets us decode with ``soundfile`` instead;
-* a file path (``str`` / ``os.PathLike``) or raw encoded bytes, decoded with ``soundfile``.
+* a file path (``str`` / ``os.PathLike``) or raw encoded bytes, decoded with ``soundfile``;
+* a torchcodec ``AudioDecoder`` (what a decoded ``datasets`` ``Audio`` column yields when
+  ``torchcodec`` is installed): its ``get_all_samples()``.
 
 Channel rule for waveform arrays: a 1-D array ``[T]`` is mono. A 2-D array is
 channels-first ``[C, T]`` when its first axis has at most 2 entries, otherwise channels-last
@@ -75,8 +77,8 @@ minutes of 48 kHz stereo."""
 
 _ACCEPTED = (
     "a dict {'array': waveform, 'sampling_rate': sr}, a tuple (waveform, sr), "
-    "a dict {'path': ..., 'bytes': ...} (datasets Audio(decode=False)), a file path, or raw "
-    "encoded bytes (wav/flac/ogg)"
+    "a dict {'path': ..., 'bytes': ...} (datasets Audio(decode=False)), a file path, raw "
+    "encoded bytes (wav/flac/ogg), or a torchcodec AudioDecoder (datasets Audio())"
 )
 
 
@@ -319,15 +321,32 @@ def load_waveform(example: Any) -> Waveform:
             f"audio got a bare array of shape {shape} without a sample rate ('sampling_rate' "
             "missing); pass {'array': waveform, 'sampling_rate': sr} or (waveform, sr)."
         )
-    hint = ""
-    if hasattr(example, "get_all_samples"):
-        hint = (
-            " This looks like a torchcodec AudioDecoder (datasets >= 5 decoded Audio column): cast "
-            "the column with datasets.Audio(decode=False) so the adapter decodes it itself."
-        )
+    if callable(getattr(example, "get_all_samples", None)):
+        return _from_decoder(example)
     raise AdapterInputError(
-        f"audio example of type {type(example).__name__} is not supported; pass {_ACCEPTED}.{hint}"
+        f"audio example of type {type(example).__name__} is not supported; pass {_ACCEPTED}."
     )
+
+
+def _from_decoder(decoder: Any) -> Waveform:
+    """A torchcodec ``AudioDecoder`` (a decoded ``datasets`` ``Audio`` value when torchcodec is
+    installed): its ``get_all_samples()`` gives ``data`` ``[C, T]`` and ``sample_rate``."""
+    name = type(decoder).__name__
+    try:
+        samples = decoder.get_all_samples()
+    except Exception as exc:  # noqa: BLE001 - the decoder's own failure, reworded at the boundary
+        raise AdapterInputError(
+            f"audio {name} could not decode its clip ({type(exc).__name__}: {exc}); check the "
+            "file, or cast the column with datasets.Audio(decode=False) so the adapter decodes it."
+        ) from exc
+    data, rate = getattr(samples, "data", None), getattr(samples, "sample_rate", None)
+    if data is None or rate is None:
+        raise AdapterInputError(
+            f"audio {name}.get_all_samples() returned {type(samples).__name__} without 'data' "
+            "and 'sample_rate' (torchcodec's AudioSamples has both); pass "
+            "{'array': waveform, 'sampling_rate': sr} instead."
+        )
+    return waveform_from_array(data, rate, field=f"{name} samples")
 
 
 def resample(

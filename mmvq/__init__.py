@@ -2,7 +2,8 @@
 
 Public names are imported lazily so that ``import mmvq`` stays cheap and never touches plugin
 entry points (those load on the first registry lookup). ``mmvq.train`` is the training function
-(:func:`mmvq.training.train`).
+(:func:`mmvq.training.train`); ``mmvq.set_verbosity("warning")`` (or ``MMVQ_VERBOSITY``) sets how
+much it logs (INFO by default).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ _EXPORTS: dict[str, str] = {
     # training
     "train": "mmvq.training",
     "TrainConfig": "mmvq.training",
+    # logging
+    "set_verbosity": "mmvq.utils.logging",
+    "get_verbosity": "mmvq.utils.logging",
 }
 
 __all__ = [
@@ -70,9 +74,11 @@ __all__ = [
     "__version__",
     "adapter_info",
     "get_adapter",
+    "get_verbosity",
     "list_adapters",
     "load_data",
     "register_adapter",
+    "set_verbosity",
     "train",
     "validate_dataset",
 ]
@@ -118,3 +124,4 @@ if TYPE_CHECKING:  # pragma: no cover
         register_adapter,
     )
     from mmvq.training import TrainConfig, train
+    from mmvq.utils.logging import get_verbosity, set_verbosity

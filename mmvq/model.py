@@ -39,6 +39,7 @@ from mmvq.hub.mixin import MultimodalVQHubMixin
 from mmvq.model_config import MultimodalVQConfig, MultimodalVQOutput
 from mmvq.model_inputs import check_batch, check_codes, present_rows
 from mmvq.quantize import SharedCodebook
+from mmvq.utils.batches import to_device
 
 __all__ = ["MultimodalVQ", "MultimodalVQConfig", "MultimodalVQOutput"]
 
@@ -347,7 +348,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
 
     # ------------------------------------------------------------ inference API
     def prepare(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Tensor]]:
-        """Preprocess and collate raw examples into a batch on the model's device.
+        """Preprocess and collate raw examples into a batch on the model's device (floating-point
+        tensors in the dtype of its weights).
 
         Each example maps modality names to raw values (a PIL image or path, a string, a
         waveform with its sample rate...); a modality missing from an example (or ``None``) is
@@ -376,8 +378,8 @@ class MultimodalVQ(nn.Module, MultimodalVQHubMixin):
                 )
             rows.append({m: self._preprocess(m, v) for m, v in example.items() if v is not None})
         batch = MultimodalCollator(dict(self.adapters))(rows)
-        device = self.device
-        return {m: {k: v.to(device) for k, v in sub.items()} for m, sub in batch.items()}
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        return to_device(dict(batch), self.device, float_dtype=dtype)
 
     def _preprocess(self, modality: str, value: Any) -> dict[str, Tensor]:
         """``adapter.preprocess(value)``; a refusal records the modality on the error."""

@@ -96,10 +96,11 @@ def test_resumed_run_reproduces_the_uninterrupted_loss_trajectory(tmp_path, data
     assert resumed.metrics["image_psnr"] == pytest.approx(straight.metrics["image_psnr"], abs=1e-4)
 
 
-def test_resuming_a_finished_run_continues_to_the_new_max_steps(tmp_path, data):
+def test_resuming_a_finished_run_continues_to_the_new_max_steps(tmp_path, data, capsys):
     train_ds, _ = data
     train(tiny_model(), train_ds, tiny_config(tmp_path, max_steps=2, num_sample_rows=0))
     reset_accelerate()
+    capsys.readouterr()
     more = train(
         tiny_model(),
         train_ds,
@@ -110,6 +111,11 @@ def test_resuming_a_finished_run_continues_to_the_new_max_steps(tmp_path, data):
         (tmp_path / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text()
     )
     assert state["step"] == 4 and state["epoch"] == 0 and state["batch_in_epoch"] == 4
+    # at the default verbosity, the resume says what it restored
+    err = capsys.readouterr().err
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
+    assert f"INFO mmvq.training.setup: Resumed from checkpoint {checkpoint}: step 2, epoch 0" in err
+    assert err.count("Resumed from checkpoint") == 1
 
 
 def test_keep_last_checkpoints_and_incomplete_directories_are_ignored(tmp_path, data):

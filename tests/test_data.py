@@ -354,9 +354,16 @@ def test_load_data_errors():
         load_data(DataConfig(builtin=None), ["image"])
     with pytest.raises(
         DataError,
-        match=r"No requested modality \['image'\] is mapped to a column: set --image_column",
+        match=r"No requested modality \['image'\] is mapped to a column: set "
+        r"DataConfig.columns\['image'\] \(--image_column\)",
     ):
         load_data(DataConfig(columns="image="), ["image"])
+    with pytest.raises(  # a config names the DataConfig field and the recipes' flag
+        DataError,
+        match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: "
+        r"\[.*\]\. Set DataConfig.columns\['text'\] \(--text_column\) to one of them",
+    ):
+        load_data(DataConfig(builtin_num_train=4, columns="text=caption"), ["text"])
     with pytest.raises(DataError, match="does not exist"):
         load_data(DataConfig(train_file="/nonexistent/train.jsonl"), ["image"])
 
@@ -476,6 +483,65 @@ def test_audiofolder_without_torchcodec(tmp_path):
     assert decode_ids(item["text"]["ids"]) == "test 1"
 
 
+class SoundAdapter(WavAdapter):
+    data_column = DataColumn(file_paths=True, undecoded="Audio")
+
+
+def test_decoded_audio_feature_is_read_undecoded_everywhere(tmp_path):
+    """A decoded Audio() column (datasets' default) goes through MultimodalDataset, the stream
+    wrapper and validate_dataset without a decoder; a decoded Image() gives PIL images."""
+    import datasets
+
+    for i in range(3):
+        write_wav(tmp_path / f"{i}.wav", 0.1 * (i + 1))
+        Image.new("RGB", (8, 8), COLOURS[i]).save(tmp_path / f"{i}.png")
+    ds = datasets.Dataset.from_dict(
+        {
+            "audio": [str(tmp_path / f"{i}.wav") for i in range(3)],
+            "image": [str(tmp_path / f"{i}.png") for i in range(3)],
+        }
+    )
+    ds = ds.cast_column("audio", datasets.Audio()).cast_column("image", datasets.Image())
+    ads = {"audio": SoundAdapter(), "image": TinyImageAdapter()}
+    cmap = {"audio": "audio", "image": "image"}
+    validate_dataset(ds, cmap, ads, batch_size=3, drop_last=True)
+    item = MultimodalDataset(ds, ads, cmap)[1]
+    np.testing.assert_allclose(item["audio"]["wave"].numpy(), 0.2, atol=1e-3)
+    np.testing.assert_allclose(item["image"]["pixels"][:, 0, 0].numpy(), np.array(COLOURS[1]) / 255)
+    stream = ds.to_iterable_dataset()
+    validate_dataset(stream, cmap, ads, batch_size=3, drop_last=True)
+    rows = list(MultimodalIterableDataset(stream, ads, cmap, rank=0, world_size=1))
+    assert [round(float(r["audio"]["wave"][0]), 2) for r in rows] == [0.1, 0.2, 0.3]
+    assert ds.features["audio"].decode  # the caller's dataset is not changed
+
+
+def test_a_local_folder_as_dataset_name(tmp_path, image_folder):
+    """dataset_name may be a folder: its builder is inferred (an audiofolder needs no
+    torchcodec), or it was written by save_to_disk."""
+    import datasets
+
+    sounds = tmp_path / "sounds"
+    sounds.mkdir()
+    for i in range(3):
+        write_wav(sounds / f"{i}.wav", 0.1 * (i + 1))
+    train, evaluation = load_data(DataConfig(dataset_name=str(sounds)), ["audio"])
+    assert len(train) == 3 and evaluation is None
+    assert (
+        isinstance(train.features["audio"], datasets.Audio) and not train.features["audio"].decode
+    )
+    train, _ = load_data(
+        DataConfig(dataset_name=str(image_folder), columns="text=caption"), ["image", "text"]
+    )
+    assert len(train) == 6 and train[0]["caption"] == "colour 0"
+    datasets.DatasetDict({"train": train, "test": train.select([0, 1])}).save_to_disk(
+        tmp_path / "saved"
+    )
+    train, evaluation = load_data(
+        DataConfig(dataset_name=str(tmp_path / "saved"), columns="text=caption"), ["text"]
+    )
+    assert len(train) == 6 and len(evaluation) == 2
+
+
 # --------------------------------------------------------------------------- collation
 def test_collator_layout_placeholders_and_omission():
     ads = adapters("image", "text", "audio")
@@ -551,7 +617,7 @@ def test_dataset_wraps_adapter_errors_with_row_and_column():
     with pytest.raises(
         DataError,
         match=r"column 'caption' \(modality 'text'\) is not in the dataset; available columns: "
-        r"\['n'\]\. Set --text_column",
+        r"\['n'\]\. Set column_map\['text'\] to one of them, or leave 'text' unmapped",
     ):
         MultimodalDataset(hf_dataset({"n": [1]}), ads, {"text": "caption"})
     with pytest.raises(DataError, match=r"maps modalities \['image'\] that have no adapter"):
@@ -620,12 +686,12 @@ def test_validate_dataset_catches_each_problem():
     with pytest.raises(
         DataError,
         match=r"column 'text' \(modality 'text'\) is not in the dataset; available columns: "
-        r"\['caption', 'image'\]\. Set --text_column",
+        r"\['caption', 'image'\]\. Set column_map\['text'\] to one of them",
     ):
         validate_dataset(
             good, {"image": "image", "text": "text"}, ads, batch_size=2, drop_last=False
         )
-    with pytest.raises(DataError, match=r"Set --columns 'depth=<column>' to one of them\.$"):
+    with pytest.raises(DataError, match=r"Set column_map\['depth'\] to one of them, or leave"):
         validate_dataset(
             good, {"depth": "depth"}, {"depth": TinyImageAdapter()}, batch_size=2, drop_last=False
         )

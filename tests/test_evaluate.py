@@ -249,3 +249,12 @@ def test_bad_arguments_are_clear_errors(setup):
     with pytest.raises(ValueError, match="no example to evaluate"):
         evaluate(model, [])
     assert not model.training
+
+
+def test_progress_bar_on_stderr(setup, capsys):
+    model, ds = setup
+    evaluate(model, _loader(model, ds), max_samples=5, progress_bar=True)
+    err = capsys.readouterr().err
+    assert "evaluating" in err and "5/5" in err  # sized by max_samples (the dataset has 7)
+    evaluate(model, _loader(model, ds), progress_bar=False)
+    assert "evaluating" not in capsys.readouterr().err

@@ -22,7 +22,7 @@ from tiny_models import (
     vector_plugin_fixture,  # noqa: F401 - fixture "vector_plugin"
 )
 
-from mmvq.hub import DOWNLOAD_PATTERNS, MultimodalVQHubMixin
+from mmvq.hub import DOWNLOAD_PATTERNS, HubAccessError, MultimodalVQHubMixin
 from mmvq.hub.format import PretrainedError, PretrainedNotFoundError
 from mmvq.model import MultimodalVQ
 
@@ -137,8 +137,15 @@ def test_repo_id_without_namespace_goes_to_the_token_user(hub: HubServer) -> Non
 
 
 def test_push_needs_write_access(hub: HubServer) -> None:
-    with pytest.raises(HfHubHTTPError, match="401"):
+    with pytest.raises(HubAccessError) as info:
         tiny_model().push_to_hub("org/denied")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("push_to_hub('org/denied'): the Hub at " + hub.url)
+    assert "(from HF_ENDPOINT) refused the request (401 Unauthorized)" in message
+    assert "no token (none passed, no HF_TOKEN, not logged in)" in message
+    assert "hf auth login" in message
+    assert isinstance(info.value.__context__, HfHubHTTPError)  # raised from the client's error
     assert "org/denied" not in hub.repos
 
 

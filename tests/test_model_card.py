@@ -152,5 +152,60 @@ def test_bad_metrics_file_and_fake_image(tmp_path: Path) -> None:
 
 
 def test_unknown_model_card_kwargs(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match=r"model_card_kwargs has unknown key\(s\) \['license'\]"):
-        tiny_model().save_pretrained(tmp_path, model_card_kwargs={"license": "mit"})
+    with pytest.raises(
+        TypeError,
+        match=r"model_card_kwargs has unknown key\(s\) \['languge'\]; the mmvq card takes "
+        "metrics, sample_image, training_data, license",
+    ):
+        tiny_model().save_pretrained(tmp_path, model_card_kwargs={"languge": "en"})
+    with pytest.raises(ModelCardInputError, match="license='Apache 2' must be a Hub license"):
+        tiny_model().save_pretrained(tmp_path, license="Apache 2")
+    assert not (tmp_path / "README.md").exists()  # nothing written
+
+
+def test_metadata_model_index_and_license(tmp_path: Path) -> None:
+    """The card's metadata parses with huggingface_hub: license, library, pipeline tag, datasets
+    and one model-index entry per evaluation metric (bookkeeping keys left out)."""
+    metrics = {"a_mse": 0.25, "codebook_usage": 0.5, "perplexity": {"a": 3.0}, "steps": 40}
+    tiny_model().save_pretrained(
+        tmp_path,
+        metrics=metrics,
+        license="mit",
+        training_data={"datasets": ["org/vectors"], "dataset_name": "Vectors", "eval_split": "val"},
+        repo_id="org/tiny",
+    )
+    card = ModelCard.load(tmp_path / "README.md")
+    data = card.data
+    assert data.license == "mit" and data.library_name == "mmvq"
+    assert data.pipeline_tag == "any-to-any" and data.datasets == ["org/vectors"]
+    assert data.model_name == "tiny"
+    results = {r.metric_type: r for r in data.eval_results}
+    assert set(results) == {"a_mse", "codebook_usage", "perplexity/a"}  # not "steps"
+    assert results["a_mse"].metric_value == 0.25
+    assert results["perplexity/a"].dataset_type == "org/vectors"
+    assert results["a_mse"].dataset_name == "Vectors" and results["a_mse"].dataset_split == "val"
+    assert "| steps | 40 |" in card.text  # the table keeps everything
+    # the metrics are kept beside the card, as transformers' Trainer names them
+    kept = json.loads((tmp_path / "eval_results.json").read_text())
+    assert kept == {"a_mse": 0.25, "codebook_usage": 0.5, "perplexity/a": 3.0, "steps": 40}
+
+
+def test_card_inputs_read_back_from_a_saved_directory(tmp_path: Path, sample_png: Path) -> None:
+    from mmvq.hub.card_inputs import read_card_inputs
+
+    data = {"datasets": ["org/vectors"], "examples": "4096", "eval_split": "validation"}
+    model = tiny_model()
+    model.save_pretrained(
+        tmp_path / "m", metrics=METRICS, sample_image=sample_png, training_data=data, license="mit"
+    )
+    inputs = read_card_inputs(tmp_path / "m")
+    assert inputs["training_data"] == data and inputs["license"] == "mit"
+    assert inputs["sample_image"] == str(tmp_path / "m" / "sample_grid.png")
+    model.save_pretrained(tmp_path / "again", **inputs)
+    assert (tmp_path / "again" / "README.md").read_text() == (
+        tmp_path / "m" / "README.md"
+    ).read_text()
+    tiny_model().save_pretrained(tmp_path / "bare")
+    assert read_card_inputs(tmp_path / "bare") == dict.fromkeys(
+        ("metrics", "sample_image", "training_data", "license")
+    )

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hub_server import TOKEN, hub_fixture, hub_server_fixture  # noqa: F401 - fixtures "hub", "hub_server"
 
 from mmvq.training.recipe import build_model, default_scorers
 from mmvq.training.recipe_args import (
@@ -98,10 +99,66 @@ def test_bad_recipe_arguments_are_clear_errors(tmp_path):
         HubArguments(push_to_hub=True)
     with pytest.raises(ValueError, match="preset must be one of"):
         ModelArguments(preset="huge")
-    with pytest.raises(ValueError, match="not among the modalities"):
-        ModelArguments(adapter_overrides='{"audio": {"n_mels": 8}}')
+    with pytest.raises(ValueError, match=r"names \['audoi'\], which are neither among the"):
+        ModelArguments(adapter_overrides='{"audoi": {"n_mels": 8}}')
     with pytest.raises(ValueError, match="distinct modality names"):
         ModelArguments(modalities="image,image")
+
+
+def test_overrides_of_modalities_not_trained_are_ignored_and_said_once(capsys):
+    """A recipe's defaults for other modalities (fuse_image_text_audio.py's image overrides) do
+    not get in the way of --modalities audio,text."""
+    import runpy
+
+    defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text_audio.py"))["DEFAULTS"]
+    args = parse_recipe_args(["--modalities", "audio,text"], defaults=defaults)
+    assert set(args.model.adapter_overrides) == {"audio"}
+    err = capsys.readouterr().err
+    assert (
+        err.count("adapter_overrides for ['image'] ignored: not among --modalities audio,text") == 1
+    )
+    model = build_model(
+        ModelArguments(
+            modalities="audio,text",
+            adapter_overrides={"image": {"base_channels": 4}, "audio": {"n_mels": 32}},
+            code_dim=16,
+            num_codes=16,
+            decoder_dim=16,
+            decoder_depth=1,
+            decoder_heads=2,
+        )
+    )
+    assert model.modalities == ("audio", "text") and model.adapters["audio"].config.n_mels == 32
+
+
+def test_training_data_record_and_license_for_the_card(tmp_path):
+    import datasets
+
+    from mmvq.data import DataConfig
+    from mmvq.training.recipe_card import model_license, training_data_record
+
+    train = datasets.Dataset.from_dict({"text": ["a", "b", "c"]})
+    builtin = DataConfig(builtin_num_train=3, builtin_num_eval=2)
+    record = training_data_record(builtin, ["text"], train, train.select([0, 1]))
+    assert record == {
+        "dataset": "shapes",
+        "dataset_name": "mmvq built-in 'shapes' data (generated, seed 0)",
+        "train_split": "train",
+        "train_examples": 3,
+        "eval_split": "validation",
+        "eval_examples": 2,
+        "columns": {"text": "text"},
+    }
+    assert model_license(None, builtin, train) == "apache-2.0"
+    hub = DataConfig(dataset_name="org/captions", eval_split="test")
+    record = training_data_record(hub, ["text"], train, train)
+    assert record["datasets"] == ["org/captions"] and record["eval_split"] == "test"
+    folder = DataConfig(dataset_name="audiofolder", data_dir=str(tmp_path))
+    assert "datasets" not in training_data_record(folder, ["text"], train, None)  # a builder
+    assert model_license(None, hub, train) == "unknown"
+    train.info.license = "cc-by-4.0"
+    assert model_license(None, hub, train) == "cc-by-4.0"
+    assert model_license("mit", hub, train) == "mit"
 
 
 @pytest.mark.parametrize("name", ["image_text_gpu.yaml", "image_text_audio_gpu.yaml"])
@@ -228,3 +285,78 @@ def test_image_text_audio_recipe_runs(tmp_path):
     assert set(metrics["perplexity"]) == {"image", "text", "audio"}
     wavs = sorted(p.name for p in (tmp_path / "out" / "samples" / "step-2").glob("*.wav"))
     assert "audio_00_reconstruction.wav" in wavs and "audio_00_from_text.wav" in wavs
+
+
+def _audiofolder(root: Path, rows: int = 6) -> Path:
+    """An audiofolder: train/ with short tones + metadata.jsonl captions."""
+    import numpy as np
+    import soundfile as sf
+
+    (root / "train").mkdir(parents=True)
+    with open(root / "train" / "metadata.jsonl", "w") as f:
+        for i in range(rows):
+            tone = np.sin(2 * np.pi * (220 + 110 * i) * np.arange(4000) / 8000).astype("float32")
+            sf.write(root / "train" / f"{i}.wav", tone, 8000)
+            f.write(json.dumps({"file_name": f"{i}.wav", "text": f"tone {i}"}) + "\n")
+    return root
+
+
+_SMALL = (
+    "--max_steps", "1", "--per_device_batch_size", "2", "--max_eval_samples", "2",
+    "--num_sample_rows", "2", "--report_to", "none", "--tqdm", "false", "--save_every", "0",
+    "--eval_every", "0", "--num_codes", "32", "--decoder_dim", "32", "--decoder_depth", "1",
+    "--decoder_heads", "2",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_audio_text_subset_of_the_three_modality_recipe_on_an_audiofolder(tmp_path):
+    """`fuse_image_text_audio.py --modalities audio,text --dataset_name audiofolder` (no
+    torchcodec needed); its image defaults are ignored, said once; the card records the data."""
+    from huggingface_hub import ModelCard
+
+    folder = _audiofolder(tmp_path / "sounds")
+    proc = _run(
+        "fuse_image_text_audio.py", tmp_path, "--modalities", "audio,text",
+        "--dataset_name", "audiofolder", "--data_dir", str(folder), *_SMALL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stderr.count("adapter_overrides for ['image'] ignored") == 1
+    assert "Loaded train split 'train' (6 rows)" in proc.stderr  # INFO is visible by default
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "audio_logmel_l1" in metrics and "audio_to_text_exact_match" in metrics
+    card = ModelCard.load(tmp_path / "out" / "final" / "README.md")
+    assert card.data.license == "unknown" and "audio" in card.data.tags
+    assert f"- **dataset_name**: audiofolder in {folder}" in card.text
+
+
+@pytest.mark.slow
+def test_recipe_push_to_hub_uploads_the_card_its_metrics_and_grid(hub, tmp_path):
+    """`--push_to_hub` to the loopback Hub: the pushed card is the local final/README.md (metrics
+    table, sample grid, training data, license), its metadata parses with ModelCard and carries
+    model-index metrics, and the grid and eval_results.json are uploaded with it."""
+    from huggingface_hub import ModelCard
+
+    proc = _run(
+        "fuse_image_text.py", tmp_path, "--builtin_num_train", "8", "--builtin_num_eval", "4",
+        "--push_to_hub", "--hub_model_id", "org/shapes-tok", "--hub_token", TOKEN, *_SMALL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    files = hub.files("org/shapes-tok")
+    final = tmp_path / "out" / "final"
+    assert files["README.md"] == (final / "README.md").read_bytes()
+    assert files["sample_grid.png"] == (final / "sample_grid.png").read_bytes()
+    assert {"config.json", "model.safetensors", "eval_results.json"} <= set(files)
+    card = ModelCard(files["README.md"].decode())
+    data = card.data
+    assert data.library_name == "mmvq" and data.license == "apache-2.0"
+    assert data.pipeline_tag == "any-to-any" and {"image", "text"} <= set(data.tags)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    results = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert results["image_psnr"] == pytest.approx(metrics["image_psnr"])
+    assert results["text_to_image_score"] == pytest.approx(metrics["text_to_image_score"])
+    assert "train_seconds" not in results
+    assert {r.dataset_type for r in data.eval_results} == {"shapes"}
+    assert "![Sample grid](sample_grid.png)" in card.text and "| image_psnr |" in card.text
+    assert "- **dataset**: shapes" in card.text and "- **train_examples**: 8" in card.text
+    assert 'MultimodalVQ.from_pretrained("org/shapes-tok")' in card.text

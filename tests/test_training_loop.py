@@ -396,12 +396,26 @@ def _assert_nothing_trained(output_dir: Path) -> None:
 
 
 def test_missing_column_fails_before_training(tmp_path, data):
+    """An error of the Python API names the Python argument (column_map), not a CLI flag."""
     train_ds, _ = data
     with pytest.raises(
-        DataError, match=r"column 'text' \(modality 'text'\) is not in the dataset.*--text_column"
-    ):
+        DataError,
+        match=r"column 'text' \(modality 'text'\) is not in the dataset.*Set column_map\['text'\]",
+    ) as info:
         train(tiny_model(), train_ds.remove_columns("text"), tiny_config(tmp_path))
+    assert "--" not in str(info.value)
     _assert_nothing_trained(tmp_path)
+
+
+def test_without_eval_data_the_message_says_what_is_evaluated(tmp_path, data, capsys):
+    train_ds, _ = data
+    small = train_ds.select(range(8))
+    result = train(tiny_model(), small, tiny_config(tmp_path, max_steps=1, max_eval_samples=256))
+    err = capsys.readouterr().err
+    said = "no eval_data: evaluating on all 8 training examples (fewer than max_eval_samples=256)"
+    assert said in err and result.metrics["eval_samples"] == 8
+    train(tiny_model(), small, tiny_config(tmp_path / "b", max_steps=1, max_eval_samples=4))
+    assert "no eval_data: evaluating on the first 4 training examples" in capsys.readouterr().err
 
 
 def test_column_of_wrong_type_fails_before_training(tmp_path, data):

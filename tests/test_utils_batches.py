@@ -30,3 +30,10 @@ def test_to_device_moves_every_tensor_of_a_nested_batch() -> None:
     moved = to_device(batch, torch.device("cpu"))
     assert moved["a"]["x"].device.type == "cpu" and moved["note"] == [1, 2]
     assert isinstance(moved, dict) and isinstance(moved["a"], dict)
+
+
+def test_to_device_casts_only_floating_tensors_when_asked() -> None:
+    batch = {"a": {"x": torch.zeros(2), "ids": torch.ones(2, dtype=torch.long)}}
+    cast = to_device(batch, "cpu", float_dtype=torch.bfloat16)
+    assert cast["a"]["x"].dtype == torch.bfloat16 and cast["a"]["ids"].dtype == torch.long
+    assert to_device(batch, "cpu")["a"]["x"].dtype == torch.float32

@@ -18,8 +18,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         "data",
         metavar="DATA",
         help="a .jsonl/.json/.csv/.parquet file (columns of file-based modalities hold file "
-        "paths), or a "
-        "dataset directory (datasets.save_to_disk, or a folder load_dataset reads)",
+        "paths), or a dataset directory (datasets.save_to_disk, an imagefolder or audiofolder, "
+        "or a folder of data files load_dataset reads)",
     )
     parser.add_argument("--out", help="also write the metrics JSON to this file")
     parser.add_argument(
@@ -69,69 +69,45 @@ def _first_record_keys(path: Any) -> list[str]:
     return list(record) if isinstance(record, dict) else []
 
 
-def _data_columns(path: Any, split: str | None) -> tuple[Any, list[str]]:
-    """``(dataset or None, column names)`` of DATA; a file is only peeked at (header, first row)."""
+def _file_columns(path: Any) -> list[str]:
+    """Column names of a data file, peeked at (its header or first record)."""
     import csv
 
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix not in _DATA_FILES:
-            raise ValueError(
-                f"DATA {str(path)!r} has extension {suffix!r}; pass one of {list(_DATA_FILES)} or "
-                "a "
-                "dataset directory"
-            )
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return None, list(pq.read_schema(path).names)
-        if suffix == ".csv":
-            with open(path, encoding="utf-8", newline="") as f:
-                return None, next(csv.reader(f), [])
-        return None, _first_record_keys(path)
-    import datasets
-
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        ds = datasets.load_from_disk(str(path))
-    else:
-        ds = datasets.load_dataset(str(path))
-    if isinstance(ds, (datasets.DatasetDict, dict)):
-        names = list(ds)
-        chosen = split or next((s for s in ("validation", "test", "train") if s in ds), names[0])
-        if chosen not in ds:
-            raise ValueError(f"DATA {str(path)!r} has no split {chosen!r}; its splits are {names}")
-        ds = ds[chosen]
-    return ds, list(ds.column_names)
-
-
-@subcommand(
-    "eval",
-    help="evaluate a model on a data file or dataset directory; prints (and writes) metrics JSON",
-    arguments=_eval_arguments,
-)
-def eval_command(args: argparse.Namespace) -> int:
-    """``mmvq eval MODEL DATA``: per-modality reconstruction loss, adapter metrics, code stats."""
-    from pathlib import Path
-
-    import torch
-
-    from mmvq.data import DataConfig, MultimodalCollator, MultimodalDataset, load_data
-    from mmvq.training.evaluate import evaluate
-
-    path = Path(args.data)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"DATA {args.data!r} does not exist; pass a .jsonl/.csv/.parquet file or a dataset "
-            "directory"
+    suffix = path.suffix.lower()
+    if suffix not in _DATA_FILES:
+        raise ValueError(
+            f"DATA {str(path)!r} has extension {suffix!r}; pass one of {list(_DATA_FILES)} or a "
+            "dataset directory"
         )
-    for name in ("batch_size", "limit"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    columns = dict(named_values([], args.column, None, "--column"))
-    columns = {m: v[-1] for m, v in columns.items()}
-    dataset, available = _data_columns(path, args.split)
-    model = load_model(args)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            return next(csv.reader(f), [])
+    return _first_record_keys(path)
+
+
+def _directory_split(path: Any, split: str | None, adapters: dict[str, Any], columns: dict) -> Any:
+    """One split of a dataset directory: ``save_to_disk`` output, or a folder ``load_dataset``
+    reads (imagefolder, audiofolder, data files), media columns undecoded as the adapters
+    declare (an audiofolder needs no torchcodec)."""
+    from mmvq.data import DataConfig
+    from mmvq.data.load import load_splits
+
+    config = DataConfig(dataset_name=str(path), builtin=None, columns=columns)
+    splits = load_splits(config, adapters)
+    names = list(splits)
+    chosen = split or next((s for s in ("validation", "test", "train") if s in splits), names[0])
+    if chosen not in splits:
+        raise ValueError(f"DATA {str(path)!r} has no split {chosen!r}; its splits are {names}")
+    return splits[chosen]
+
+
+def _column_map(args: argparse.Namespace, model: Any, columns: dict, available: list[str]) -> dict:
+    """``{modality: column}`` to evaluate: ``--modalities`` (or every modality whose column DATA
+    has), each read from ``--column`` or the column of its own name."""
     for m in columns:
         if m not in model.adapters:
             raise ValueError(
@@ -160,7 +136,32 @@ def eval_command(args: argparse.Namespace) -> int:
             f"DATA {args.data!r} has no column {sorted(missing.values())} (for modality "
             f"{sorted(missing)}); its columns are {available}: fix --column / --modalities"
         )
-    if dataset is None:  # a file: the data layer resolves relative image/audio paths
+    return cmap
+
+
+def _check_eval_args(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    path = Path(args.data)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"DATA {args.data!r} does not exist; pass a .jsonl/.csv/.parquet file or a dataset "
+            "directory (save_to_disk output, an imagefolder or audiofolder)"
+        )
+    for name in ("batch_size", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    return path
+
+
+def _eval_data(args: argparse.Namespace, path: Any, model: Any, columns: dict) -> tuple[Any, dict]:
+    """The dataset to evaluate and its column map (a file goes through the data layer, which
+    resolves relative paths; a directory through :func:`mmvq.data.load.load_splits`)."""
+    from mmvq.data import DataConfig, load_data
+
+    if path.is_file():
+        cmap = _column_map(args, model, columns, _file_columns(path))
         config = DataConfig(
             train_file=str(path),
             builtin=None,
@@ -169,8 +170,33 @@ def eval_command(args: argparse.Namespace) -> int:
             max_train_samples=args.limit,
         )
         dataset, _ = load_data(config, {m: model.adapters[m] for m in cmap})
-    elif args.limit:
+        return dataset, cmap
+    dataset = _directory_split(path, args.split, dict(model.adapters), columns)
+    cmap = _column_map(args, model, columns, list(dataset.column_names))
+    if args.limit:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
+    return dataset, cmap
+
+
+@subcommand(
+    "eval",
+    help="evaluate a model on a data file or dataset directory; prints (and writes) metrics JSON",
+    arguments=_eval_arguments,
+)
+def eval_command(args: argparse.Namespace) -> int:
+    """``mmvq eval MODEL DATA``: per-modality reconstruction loss, adapter metrics, code stats."""
+    from pathlib import Path
+
+    import torch
+
+    from mmvq.data import MultimodalCollator, MultimodalDataset
+    from mmvq.training.evaluate import evaluate
+
+    path = _check_eval_args(args)
+    columns = dict(named_values([], args.column, None, "--column"))
+    columns = {m: v[-1] for m, v in columns.items()}
+    model = load_model(args)
+    dataset, cmap = _eval_data(args, path, model, columns)
     adapters = {m: model.adapters[m] for m in cmap}
     loader = torch.utils.data.DataLoader(
         MultimodalDataset(dataset, adapters, cmap),

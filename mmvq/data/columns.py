@@ -10,16 +10,18 @@ checks of a column map against adapters and a dataset's columns.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mmvq.adapter import DataColumn, ModalityAdapter
-from mmvq.data.config import DataError, column_flag
+from mmvq.data.config import DataError
 from mmvq.registry import AdapterRegistryError, UnknownAdapterError, get_adapter
 
 __all__ = [
     "AdapterSpecs",
+    "adapter_dict",
     "cast_undecoded",
+    "cast_for_adapters",
     "check_adapters",
     "check_columns",
     "column_names",
@@ -97,6 +99,17 @@ def cast_undecoded(ds: Any, column_map: Mapping[str, str], specs: Mapping[str, D
     return ds
 
 
+def cast_for_adapters(
+    ds: Any, column_map: Mapping[str, str], adapters: Mapping[str, ModalityAdapter]
+) -> Any:
+    """``ds`` ready to be read row by row for ``adapters``: the columns their
+    :class:`~mmvq.adapter.DataColumn` keeps undecoded are cast with ``decode=False`` before
+    anything decodes a row (a decoded ``Audio()`` column needs ``torchcodec`` to decode; the
+    adapter decodes ``{"path", "bytes"}`` itself, with or without it). Other columns, e.g. a
+    decoded ``Image()`` (PIL images), are left as they are."""
+    return cast_undecoded(ds, column_map, column_specs(adapters))
+
+
 def _holds_paths(feature: Any) -> bool:
     import datasets
 
@@ -164,8 +177,19 @@ def resolve_paths(
     return ds.map(resolve, **kwargs)
 
 
+def adapter_dict(adapters: Any) -> dict[str, ModalityAdapter]:
+    """``adapters`` as a plain dict: a mapping, or a model's ``adapters`` (an ``nn.ModuleDict``)."""
+    if isinstance(adapters, Mapping):
+        return dict(adapters)
+    if hasattr(adapters, "items") and hasattr(adapters, "keys"):
+        return dict(adapters.items())
+    return adapters
+
+
 def check_adapters(adapters: Mapping[str, ModalityAdapter], column_map: Mapping[str, str]) -> None:
-    """``adapters`` must be ``{modality: ModalityAdapter}`` covering every mapped modality."""
+    """``adapters`` must be ``{modality: ModalityAdapter}`` (or a model's ``adapters``) covering
+    every mapped modality."""
+    adapters = adapter_dict(adapters)
     if not isinstance(adapters, Mapping) or not adapters:
         raise DataError(
             f"adapters must be a non-empty {{modality: ModalityAdapter}} dict, got {adapters!r}."
@@ -188,15 +212,28 @@ def check_adapters(adapters: Mapping[str, ModalityAdapter], column_map: Mapping[
         )
 
 
-def check_columns(available: list[str] | None, column_map: Mapping[str, str]) -> None:
-    """Every mapped column must be among ``available`` (``None``: unknown, not checked)."""
+def python_column_option(modality: str) -> str:
+    """How the Python API maps ``modality`` to a column (the default of :func:`check_columns`)."""
+    return f"column_map[{modality!r}]"
+
+
+def check_columns(
+    available: list[str] | None,
+    column_map: Mapping[str, str],
+    option: Callable[[str], str] = python_column_option,
+) -> None:
+    """Every mapped column must be among ``available`` (``None``: unknown, not checked).
+
+    ``option(modality)`` names the setting that maps the modality in the error (the Python
+    argument by default; :func:`mmvq.data.load_data` names ``DataConfig.columns`` and the flag).
+    """
     if available is None:
         return
     for modality, column in column_map.items():
         if column not in available:
-            flag = column_flag(modality)
-            how = f", or {flag} '' to not use {modality}." if flag.endswith("_column") else "."
+            setting = option(modality)
             raise DataError(
                 f"column {column!r} (modality {modality!r}) is not in the dataset; available "
-                f"columns: {available}. Set {flag} to one of them{how}"
+                f"columns: {available}. Set {setting} to one of them, or leave {modality!r} "
+                "unmapped to not use it."
             )

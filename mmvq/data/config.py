@@ -19,7 +19,7 @@ from mmvq.registry import list_adapters
 from mmvq.utils.checks import check_int
 from mmvq.utils.configs import parse_mapping
 
-__all__ = ["FILE_BUILDERS", "DataConfig", "DataError", "column_flag"]
+__all__ = ["FILE_BUILDERS", "DataConfig", "DataError", "column_flag", "config_column_option"]
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 """Extension of a local data file -> the packaged ``datasets`` builder that reads it."""
@@ -34,6 +34,12 @@ def column_flag(modality: str) -> str:
     if modality in list_adapters():
         return f"--{modality}_column"
     return f"--columns '{modality}=<column>'"
+
+
+def config_column_option(modality: str) -> str:
+    """How :class:`DataConfig` maps ``modality`` to a column, in Python and on the command line
+    (for error messages of the data layer, which both reach)."""
+    return f"DataConfig.columns[{modality!r}] ({column_flag(modality)})"
 
 
 def _check_columns_option(columns: dict[str, Any]) -> dict[str, str | None]:

@@ -22,7 +22,14 @@ import torch
 from torch import Tensor
 
 from mmvq.adapter import AdapterInputError, ModalityAdapter
-from mmvq.data.columns import check_adapters, check_columns, column_names, is_iterable
+from mmvq.data.columns import (
+    adapter_dict,
+    cast_for_adapters,
+    check_adapters,
+    check_columns,
+    column_names,
+    is_iterable,
+)
 from mmvq.data.config import DataError
 from mmvq.data.sources import source_of
 
@@ -119,6 +126,10 @@ def preprocess_row(
 class MultimodalDataset(torch.utils.data.Dataset):
     """A map-style ``datasets.Dataset`` as per-modality preprocessed tensors.
 
+    Columns that an adapter reads undecoded (its :class:`~mmvq.adapter.DataColumn`, e.g. a
+    decoded ``Audio()`` column) are cast with ``decode=False`` first, so rows never need a
+    decoder ``datasets`` may lack.
+
     ``dataset[i]`` is ``{modality: adapter.preprocess(row[column])}`` over the column map,
     skipping ``None`` values. Bad values raise :class:`AdapterInputError` naming the row, the
     column, the modality and the value's type.
@@ -143,10 +154,11 @@ class MultimodalDataset(torch.utils.data.Dataset):
             raise DataError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")
         check_adapters(adapters, column_map)
         check_columns(dataset.column_names, column_map)
-        self.adapters = dict(adapters)
+        self.adapters = adapter_dict(adapters)
         self.column_map = dict(column_map)
         self.rows = source_of(dataset)  # the file and line of each row, when known
         self.indices = None if indices is None else [int(i) for i in indices]
+        dataset = cast_for_adapters(dataset, self.column_map, self.adapters)
         self.dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
 
     def __len__(self) -> int:
@@ -217,11 +229,12 @@ class MultimodalIterableDataset(torch.utils.data.IterableDataset):
             )
         if on_bad_row not in ON_BAD_ROW:
             raise DataError(f"on_bad_row must be one of {ON_BAD_ROW}, got {on_bad_row!r}.")
-        self.adapters = dict(adapters)
+        self.adapters = adapter_dict(adapters)
         self.column_map = dict(column_map)
         self.rank, self.world_size = rank, world_size
         self.split_by_node = split_by_node
         self.on_bad_row = on_bad_row
+        dataset = cast_for_adapters(dataset, self.column_map, self.adapters)
         dataset = dataset.select_columns(list(dict.fromkeys(self.column_map.values())))
         if split_by_node and world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
@@ -303,8 +316,9 @@ class MultimodalCollator:
     """
 
     def __init__(self, adapters: Mapping[str, ModalityAdapter], *, references: bool = True) -> None:
+        adapters = adapter_dict(adapters)
         check_adapters(adapters, {name: name for name in adapters})
-        self.adapters = dict(adapters)
+        self.adapters = adapter_dict(adapters)
         self.references = references
 
     def __call__(self, examples: Sequence[Mapping[str, Mapping[str, Tensor]]]) -> ModelBatch:

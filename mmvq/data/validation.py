@@ -20,7 +20,14 @@ from typing import Any, NamedTuple
 import torch
 
 from mmvq.adapter import AdapterInputError, ModalityAdapter
-from mmvq.data.columns import check_adapters, check_columns, column_names, is_iterable
+from mmvq.data.columns import (
+    adapter_dict,
+    cast_for_adapters,
+    check_adapters,
+    check_columns,
+    column_names,
+    is_iterable,
+)
 from mmvq.data.config import DataError
 from mmvq.data.pipeline import ON_BAD_ROW, MultimodalCollator, MultimodalDataset, preprocess_row
 from mmvq.utils.checks import check_positive_int
@@ -185,6 +192,7 @@ def validate_dataset(
         raise DataError(
             f"validate_dataset expects a datasets.Dataset/IterableDataset, got {type(ds).__name__}."
         )
+    adapters = adapter_dict(adapters)
     check_positive_int("batch_size", batch_size, fix=".", error=DataError)
     if num_check_rows is not None:
         check_positive_int("num_check_rows", num_check_rows, fix=".", error=DataError)
@@ -193,6 +201,7 @@ def validate_dataset(
     check_adapters(adapters, column_map)
     check_columns(column_names(ds), column_map)
     if is_iterable(ds):
+        ds = cast_for_adapters(ds, column_map, adapters)
         return _check_stream(ds, column_map, adapters, num_check_rows or 8, on_bad_row)
 
     num_rows = len(ds)

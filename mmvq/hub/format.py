@@ -363,12 +363,14 @@ def _listing(title: str, items: list[str]) -> str:
     return f"{title} ({len(items)}): {shown}{more}"
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load ``model.safetensors`` into ``model`` with a strict key and shape check.
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> None:
+    """Load ``model.safetensors`` into ``model`` with a key and shape check.
 
     Tensors that share storage in the model (tied weights) are stored once by
     :func:`safetensors.torch.save_model`; a missing name is accepted when a name sharing its storage
-    is in the file.
+    is in the file. With ``strict=False`` (``torch``'s and the Hub mixin's meaning), tensors
+    missing from the file keep the model's initial values and tensors the model does not have
+    are skipped (both listed in a warning); a shape mismatch is an error either way.
 
     Raises:
         PretrainedNotFoundError: the file does not exist.
@@ -405,7 +407,22 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
         for name, tensor in expected.items()
         if name not in state and not (groups[_storage_key(tensor)] & state.keys())
     )
-    if mismatched or missing or unexpected:
+    if not strict and not mismatched and (missing or unexpected):
+        warnings.warn(
+            f"{path} loaded with strict=False: "
+            + "; ".join(
+                _listing(title, items)
+                for title, items in (
+                    ("missing from the file, left as initialised", missing),
+                    ("unexpected in the file, skipped", unexpected),
+                )
+                if items
+            ),
+            UserWarning,
+            stacklevel=3,
+        )
+        state = {k: v for k, v in state.items() if k in expected}
+    elif mismatched or missing or unexpected:
         parts = [
             _listing(title, items)
             for title, items in (
@@ -424,8 +441,11 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def load_pretrained_dir(cls: type[MultimodalVQ], directory: str | os.PathLike) -> MultimodalVQ:
-    """Build a model of class ``cls`` from a saved directory (adapters via the registry).
+def load_pretrained_dir(
+    cls: type[MultimodalVQ], directory: str | os.PathLike, *, strict: bool = True
+) -> MultimodalVQ:
+    """Build a model of class ``cls`` from a saved directory (adapters via the registry);
+    ``strict`` as in :func:`load_weights`.
 
     The model config is rebuilt by ``cls.config_class.from_dict`` (the class names its own config
     class, so this module never imports the model's).
@@ -452,5 +472,5 @@ def load_pretrained_dir(cls: type[MultimodalVQ], directory: str | os.PathLike) -
         raise PretrainedError(
             f"{where}: the saved configuration does not build a model: {exc}"
         ) from None
-    load_weights(built, directory / WEIGHTS_NAME)
+    load_weights(built, directory / WEIGHTS_NAME, strict=strict)
     return built

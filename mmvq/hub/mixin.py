@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+import torch
 from huggingface_hub import HfApi, ModelCard, ModelHubMixin, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -30,6 +31,8 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import SoftTemporaryDirectory, validate_repo_id
 
+from mmvq.hub.card_inputs import EVAL_RESULTS_NAME, MetricsInput, TrainingData, card_kwargs
+from mmvq.hub.errors import not_downloaded, reword
 from mmvq.hub.format import (
     ADAPTERS_DIR,
     CONFIG_NAME,
@@ -40,13 +43,15 @@ from mmvq.hub.format import (
     load_pretrained_dir,
     save_pretrained_files,
 )
-from mmvq.hub.model_card import (
-    MetricsInput,
-    TrainingData,
-    build_model_card,
-    check_card_inputs,
-    write_model_card,
+from mmvq.hub.loading import (
+    FROM_PRETRAINED_ARGUMENTS,
+    check_strict,
+    check_subfolder,
+    file_dtype,
+    resolve_device,
+    resolve_dtype,
 )
+from mmvq.hub.model_card import build_model_card, write_model_card
 from mmvq.hub.safety import DOWNLOAD_PATTERNS, check_repo_files
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +63,7 @@ __all__ = ["DOWNLOAD_PATTERNS", "MultimodalVQHubMixin", "resolve_model_dir"]
 SampleImage = Union[str, os.PathLike, "Image.Image", None]
 
 
-STALE_PATTERNS = [f"{ADAPTERS_DIR}/*", "sample_grid.*"]
+STALE_PATTERNS = [f"{ADAPTERS_DIR}/*", "sample_grid.*", EVAL_RESULTS_NAME]
 """Remote files a push deletes unless it re-uploads them (left over from an earlier push)."""
 
 _PATH_LIKE = re.compile(r"^(\.{1,2}|~)?[/\\]|^\.{1,2}$|[/\\].*[/\\]|\\")
@@ -77,12 +82,14 @@ def resolve_model_dir(
     token: str | bool | None = None,
     force_download: bool = False,
     local_files_only: bool = False,
+    subfolder: str | None = None,
 ) -> Path:
-    """The local directory holding a saved model: ``name_or_path`` itself, or a Hub snapshot.
+    """The local directory holding a saved model: ``name_or_path`` itself, or a Hub snapshot;
+    ``subfolder`` of it when given (a model saved in a folder of the directory or repo).
 
     A Hub repo is fetched with :func:`huggingface_hub.snapshot_download` (only
-    :data:`DOWNLOAD_PATTERNS`), honouring ``revision``, ``cache_dir``, ``token``,
-    ``force_download`` and ``local_files_only``.
+    :data:`DOWNLOAD_PATTERNS`, under ``subfolder``), honouring ``revision``, ``cache_dir``,
+    ``token``, ``force_download`` and ``local_files_only``.
 
     Raises:
         PretrainedNotFoundError: no such directory, repo, revision, or no ``config.json`` in it.
@@ -95,13 +102,18 @@ def resolve_model_dir(
             "from_pretrained needs a directory or a Hub repo id such as 'org/name', got "
             f"{name_or_path!r}"
         )
+    subfolder = check_subfolder(subfolder)
     path = Path(name).expanduser()
     if path.is_dir():
+        if subfolder:
+            path = path / subfolder
         if not (path / CONFIG_NAME).is_file():
             raise PretrainedNotFoundError(
                 f"{path} has no {CONFIG_NAME}: it is not a model saved by mmvq (save one with "
                 "model.save_pretrained(directory), or pass the directory that holds config.json "
-                "and model.safetensors)."
+                "and model.safetensors"
+                + (", and the subfolder=... it was saved in" if subfolder else "")
+                + ")."
             )
         return path
     if path.exists():
@@ -129,6 +141,7 @@ def resolve_model_dir(
         token=token,
         force_download=force_download,
         local_files_only=local_files_only,
+        subfolder=subfolder,
     )
 
 
@@ -140,9 +153,16 @@ def _download(
     token: str | bool | None,
     force_download: bool,
     local_files_only: bool,
+    subfolder: str | None = None,
 ) -> Path:
-    """A Hub repo's snapshot (:data:`DOWNLOAD_PATTERNS` only), every failure worded."""
-    where = f"Hub repo {name!r}" + (f" at revision {revision!r}" if revision else "")
+    """A Hub repo's snapshot (:data:`DOWNLOAD_PATTERNS` only, under ``subfolder``), every
+    failure worded."""
+    where = (
+        f"Hub repo {name!r}"
+        + (f" at revision {revision!r}" if revision else "")
+        + (f", subfolder {subfolder!r}" if subfolder else "")
+    )
+    patterns = [f"{subfolder}/{p}" for p in DOWNLOAD_PATTERNS] if subfolder else DOWNLOAD_PATTERNS
     try:
         if not local_files_only:
             _refuse_code(name, revision, token, where)
@@ -153,7 +173,7 @@ def _download(
             token=token,
             force_download=force_download,
             local_files_only=local_files_only,
-            allow_patterns=DOWNLOAD_PATTERNS,
+            allow_patterns=patterns,
         )
     except RevisionNotFoundError:
         raise PretrainedNotFoundError(
@@ -165,12 +185,11 @@ def _download(
             "(or log in with `hf auth login`)."
         ) from None
     except (LocalEntryNotFoundError, EntryNotFoundError) as exc:
-        raise PretrainedError(
-            f"{where} could not be downloaded and no cached copy exists ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}); check the network / HF_ENDPOINT, or pass a local "
-            "directory."
-        ) from None
-    folder_path = Path(folder)
+        raise not_downloaded(where, exc, token, local_files_only) from None
+    except Exception as exc:
+        reword(f"from_pretrained({name!r})", exc, token)
+        raise
+    folder_path = Path(folder) / subfolder if subfolder else Path(folder)
     if not (folder_path / CONFIG_NAME).is_file():
         raise PretrainedNotFoundError(
             f"{where} has no {CONFIG_NAME}: it is not a model saved by mmvq (push one with "
@@ -215,21 +234,27 @@ class MultimodalVQHubMixin(
         metrics: MetricsInput = None,
         sample_image: SampleImage = None,
         training_data: TrainingData = None,
+        license: str | None = None,
         **push_to_hub_kwargs: Any,
     ) -> str | None:
         """Save the model (weights, config, adapter files, model card) into ``save_directory``.
 
         Args:
             save_directory: created if needed. ``config.json``, ``model.safetensors``,
-                ``README.md``, ``sample_grid.*`` and ``adapters/`` in it are overwritten.
+                ``README.md``, ``eval_results.json``, ``sample_grid.*`` and ``adapters/`` in it
+                are overwritten.
             config: not supported (the config is always the model's own); must be ``None``.
             repo_id: the Hub repo id, for the card's loading snippet and for ``push_to_hub=True``.
             push_to_hub: also push to ``repo_id`` (default: the directory name).
             model_card_kwargs: alternative way to pass ``metrics`` / ``sample_image`` /
-                ``training_data`` (what :class:`~huggingface_hub.ModelHubMixin` callers use).
-            metrics: the last evaluation's metrics for the card (dict or ``metrics.json`` path).
+                ``training_data`` / ``license`` (what :class:`~huggingface_hub.ModelHubMixin`
+                callers use).
+            metrics: the last evaluation's metrics for the card (dict or ``metrics.json`` path);
+                kept as ``eval_results.json``.
             sample_image: an image (path or PIL) copied into the repo and shown in the card.
-            training_data: description of the training data for the card.
+            training_data: the training data for the card (see
+                :func:`~mmvq.hub.model_card.build_model_card`).
+            license: the card's license identifier (e.g. ``"apache-2.0"``).
             push_to_hub_kwargs: passed to :meth:`push_to_hub`.
 
         Returns:
@@ -240,8 +265,13 @@ class MultimodalVQHubMixin(
                 "save_pretrained(config=...) is not supported: config.json always records the "
                 "model's own config (model.config) and adapter configs."
             )
-        card = self._card_kwargs(model_card_kwargs, metrics, sample_image, training_data)
-        check_card_inputs(card["metrics"], card["sample_image"], card["training_data"])
+        card = card_kwargs(
+            model_card_kwargs,
+            metrics=metrics,
+            sample_image=sample_image,
+            training_data=training_data,
+            license=license,
+        )
         describe_model(self)  # type: ignore[arg-type]  # unsaveable (unregistered adapter): fail before writing
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -257,28 +287,6 @@ class MultimodalVQHubMixin(
             return self.push_to_hub(repo_id or directory.name, **card, **push_to_hub_kwargs)
         return None
 
-    @staticmethod
-    def _card_kwargs(
-        model_card_kwargs: dict[str, Any] | None,
-        metrics: MetricsInput,
-        sample_image: SampleImage,
-        training_data: TrainingData,
-    ) -> dict[str, Any]:
-        extra = dict(model_card_kwargs or {})
-        unknown = sorted(set(extra) - {"metrics", "sample_image", "training_data"})
-        if unknown:
-            raise TypeError(
-                f"model_card_kwargs has unknown key(s) {unknown}; the mmvq card takes metrics, "
-                "sample_image and training_data."
-            )
-        return {
-            "metrics": metrics if metrics is not None else extra.get("metrics"),
-            "sample_image": sample_image if sample_image is not None else extra.get("sample_image"),
-            "training_data": training_data
-            if training_data is not None
-            else extra.get("training_data"),
-        }
-
     def generate_model_card(  # type: ignore[override]
         self,
         *,
@@ -286,6 +294,7 @@ class MultimodalVQHubMixin(
         sample_image_name: str | None = None,
         training_data: TrainingData = None,
         repo_id: str | None = None,
+        license: str | None = None,
     ) -> ModelCard:
         """The model card (see :func:`mmvq.hub.model_card.build_model_card`)."""
         return build_model_card(
@@ -295,6 +304,7 @@ class MultimodalVQHubMixin(
             training_data=training_data,
             repo_id=repo_id,
             card_data=self._hub_mixin_info.model_card_data,
+            license=license,
         )
 
     # ------------------------------------------------------------------ loading
@@ -308,24 +318,52 @@ class MultimodalVQHubMixin(
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         revision: str | None = None,
-        map_location: str = "cpu",
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        device_map: str | int | torch.device | dict[str, Any] | None = None,
+        map_location: str | torch.device | None = None,
+        strict: bool = True,
+        **unknown: Any,
     ) -> Self:
         """Load a model saved by :meth:`save_pretrained` / :meth:`push_to_hub`.
 
         Args:
             pretrained_model_name_or_path: a local directory, or a Hub repo id (``org/name``).
             force_download, token, cache_dir, local_files_only, revision: as in
-                :func:`huggingface_hub.snapshot_download` (ignored for a local directory).
-            map_location: device to put the model on.
+                :func:`huggingface_hub.snapshot_download` (only ``subfolder`` applies to a local
+                directory).
+            subfolder: the folder of the directory or repo the model was saved in.
+            dtype: cast the floating-point weights to it: a ``torch.dtype``, its name
+                (``"bfloat16"``, ``"float16"``...) or ``"auto"`` (the dtype of the saved
+                weights); default float32. The codebook's statistics stay float32.
+                ``torch_dtype`` is the older name of the same argument.
+            device_map: the device to load onto: ``"cpu"``, ``"auto"`` (the first CUDA, MPS or
+                XPU device, else the CPU), ``"cuda:1"``, a CUDA index, a ``torch.device`` or
+                ``{"": device}`` (an mmvq model is not split over devices). ``map_location`` is
+                the Hub mixin's name of the same argument. Default: the CPU.
+            strict: every tensor of the model must be in the file and vice versa (default); with
+                ``False``, missing tensors keep their initial values and extra ones are skipped
+                (a warning lists them). Shapes must match either way.
 
         Returns:
             The model, in eval mode.
 
         Raises:
+            TypeError: an argument ``from_pretrained`` does not take.
             PretrainedNotFoundError: missing directory / repo / revision / config / weights.
             PretrainedError: unreadable or mismatching files, unknown format version, or an
-                adapter that is not installed (the message names the package to install).
+                adapter that is not installed (the message names the package to install);
+                :class:`~mmvq.hub.errors.HubAccessError` when the Hub cannot be reached.
         """
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unexpected keyword argument(s) "
+                f"{sorted(unknown)}; it accepts {list(FROM_PRETRAINED_ARGUMENTS)}"
+            )
+        device = resolve_device(device_map, map_location)
+        cast = resolve_dtype(torch_dtype, dtype)
+        strict = check_strict(strict)
         directory = resolve_model_dir(
             pretrained_model_name_or_path,
             revision=revision,
@@ -333,9 +371,12 @@ class MultimodalVQHubMixin(
             token=token,
             force_download=force_download,
             local_files_only=local_files_only,
+            subfolder=subfolder,
         )
-        model = load_pretrained_dir(cls, directory)  # type: ignore[arg-type]
-        model.to(map_location)
+        model = load_pretrained_dir(cls, directory, strict=strict)  # type: ignore[arg-type]
+        if cast == "auto":
+            cast = file_dtype(directory / WEIGHTS_NAME)
+        model.to(device=device, dtype=cast)  # type: ignore[call-overload]
         model.eval()
         return model  # type: ignore[return-value]
 
@@ -349,12 +390,9 @@ class MultimodalVQHubMixin(
         force_download: bool,
         local_files_only: bool,
         token: str | bool | None,
-        map_location: str = "cpu",
         **model_kwargs: Any,
     ) -> Self:
         """ModelHubMixin's hook; :meth:`from_pretrained` does the work."""
-        if model_kwargs:
-            raise TypeError(f"from_pretrained got unexpected argument(s) {sorted(model_kwargs)}")
         return cls.from_pretrained(
             model_id,
             revision=revision,
@@ -362,7 +400,7 @@ class MultimodalVQHubMixin(
             force_download=force_download,
             local_files_only=local_files_only,
             token=token,
-            map_location=map_location,
+            **model_kwargs,
         )
 
     # -------------------------------------------------------------------- pushing
@@ -383,15 +421,18 @@ class MultimodalVQHubMixin(
         metrics: MetricsInput = None,
         sample_image: SampleImage = None,
         training_data: TrainingData = None,
+        license: str | None = None,
     ) -> str:
-        """Create the repo if needed and upload the saved model (one commit).
+        """Create the repo if needed and upload the saved model, its card, the card's sample
+        grid and ``eval_results.json`` (one commit).
 
         Args:
             repo_id: ``org/name`` (or ``name`` under the token's user).
             branch: the branch to commit to (created from ``main`` if missing); default ``main``.
             private: visibility of a repo created here (an existing repo keeps its own).
             token: the Hub token (default: the logged-in one / ``HF_TOKEN``).
-            metrics, sample_image, training_data: for the model card (see :meth:`save_pretrained`).
+            metrics, sample_image, training_data, license: for the model card (see
+                :meth:`save_pretrained`).
             delete_patterns: remote files to delete in the same commit; default
                 :data:`STALE_PATTERNS` (adapter files and sample grids of an earlier push that this
                 push does not re-upload).
@@ -399,28 +440,41 @@ class MultimodalVQHubMixin(
 
         Returns:
             The URL of the commit.
+
+        Raises:
+            HubAccessError: the Hub cannot be reached (network, ``HF_ENDPOINT``, offline mode) or
+                refused the token; one line that says which and what to do.
         """
         if config is not None:
             raise TypeError(
                 "push_to_hub(config=...) is not supported: the model's own config is pushed."
             )
-        card = self._card_kwargs(model_card_kwargs, metrics, sample_image, training_data)
-        check_card_inputs(card["metrics"], card["sample_image"], card["training_data"])
+        card = card_kwargs(
+            model_card_kwargs,
+            metrics=metrics,
+            sample_image=sample_image,
+            training_data=training_data,
+            license=license,
+        )
         api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
-        if branch and branch != "main":
-            api.create_branch(repo_id=repo_id, branch=branch, exist_ok=True)
-        with SoftTemporaryDirectory() as tmp:
-            saved = Path(tmp) / repo_id.split("/")[-1]
-            self.save_pretrained(saved, repo_id=repo_id, **card)
-            return api.upload_folder(
-                repo_id=repo_id,
-                repo_type="model",
-                folder_path=saved,
-                commit_message=commit_message,
-                revision=branch,
-                create_pr=create_pr,
-                allow_patterns=allow_patterns,
-                ignore_patterns=ignore_patterns,
-                delete_patterns=STALE_PATTERNS if delete_patterns is None else delete_patterns,
-            )
+        try:
+            repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
+            if branch and branch != "main":
+                api.create_branch(repo_id=repo_id, branch=branch, exist_ok=True)
+            with SoftTemporaryDirectory() as tmp:
+                saved = Path(tmp) / repo_id.split("/")[-1]
+                self.save_pretrained(saved, repo_id=repo_id, **card)
+                return api.upload_folder(
+                    repo_id=repo_id,
+                    repo_type="model",
+                    folder_path=saved,
+                    commit_message=commit_message,
+                    revision=branch,
+                    create_pr=create_pr,
+                    allow_patterns=allow_patterns,
+                    ignore_patterns=ignore_patterns,
+                    delete_patterns=STALE_PATTERNS if delete_patterns is None else delete_patterns,
+                )
+        except Exception as exc:
+            reword(f"push_to_hub({repo_id!r})", exc, token)
+            raise

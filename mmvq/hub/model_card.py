@@ -1,27 +1,40 @@
 """The model card (the repo's ``README.md``) of a saved :class:`~mmvq.model.MultimodalVQ`.
 
-Built with :class:`huggingface_hub.ModelCard` / :class:`~huggingface_hub.ModelCardData`. It states
-the modalities and their adapters (name, providing distribution, version), the codebook, the
+Built with :class:`huggingface_hub.ModelCard` / :class:`~huggingface_hub.ModelCardData`. The body
+states the modalities and their adapters (name, providing distribution, version), the codebook, the
 per-modality codebook usage and perplexity and the last evaluation's metrics (both from a
 ``metrics`` mapping such as the training run's ``metrics.json``), the training data, an optional
-sample grid copied into the repo, and how to load the model. Metadata: ``library_name: mmvq`` and
-the tags ``mmvq`` plus one per modality.
+sample grid copied into the repo, and how to load the model. The metadata: ``library_name: mmvq``,
+``license``, ``tags`` (``mmvq``, ``vector-quantization``, ``multimodal`` and one per modality),
+``datasets``, ``pipeline_tag`` (``any-to-any`` for several modalities, ``feature-extraction`` for
+one) and a ``model-index`` with every evaluation metric. The inputs and their checks are
+:mod:`mmvq.hub.card_inputs`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from mmvq.hub.card_inputs import (
+    CARD_NAME,
+    SAMPLE_IMAGE_STEM,
+    MetricsInput,
+    ModelCardInputError,
+    TrainingData,
+    add_sample_image,
+    cell,
+    check_card_inputs,
+    load_metrics,
+    training_section,
+    write_eval_results,
+)
 from mmvq.hub.format import PretrainedConfig, describe_model
-from mmvq.utils.metrics import flatten_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -29,76 +42,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from mmvq.model import MultimodalVQ
 
 __all__ = [
+    "BASE_TAGS",
     "CARD_NAME",
+    "NOT_EVALUATED",
     "SAMPLE_IMAGE_STEM",
     "ModelCardInputError",
     "add_sample_image",
     "build_model_card",
     "check_card_inputs",
-    "check_sample_image",
+    "eval_results",
     "load_metrics",
+    "pipeline_tag",
     "write_model_card",
 ]
 
-CARD_NAME = "README.md"
-SAMPLE_IMAGE_STEM = "sample_grid"
 BASE_TAGS = ("mmvq", "vector-quantization", "multimodal")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
-
-MetricsInput = Mapping[str, Any] | str | os.PathLike | None
-TrainingData = str | Mapping[str, Any] | Sequence[str] | None
-
-
-class ModelCardInputError(ValueError):
-    """An argument of the model card (metrics, sample image, training data) is unusable."""
-
-
-# ------------------------------------------------------------------------------ metrics
-def load_metrics(metrics: MetricsInput) -> dict[str, Any]:
-    """Flattened metrics from a mapping or a JSON file (e.g. ``metrics.json``); ``{}`` for None.
-
-    Raises:
-        ModelCardInputError: not a mapping / path, missing file, or not a JSON object.
-    """
-    if metrics is None:
-        return {}
-    if isinstance(metrics, (str, os.PathLike)):
-        path = Path(metrics)
-        if not path.is_file():
-            raise ModelCardInputError(
-                f"metrics={str(path)!r}: no such file; pass the training run's metrics.json or a "
-                "dict."
-            )
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelCardInputError(f"metrics={str(path)!r} is not valid JSON: {exc}") from None
-        if not isinstance(metrics, Mapping):
-            raise ModelCardInputError(
-                f"metrics={str(path)!r} must hold a JSON object of metric name -> value, got "
-                f"{type(metrics).__name__}"
-            )
-    if not isinstance(metrics, Mapping):
-        raise ModelCardInputError(
-            f"metrics must be a dict of metric name -> value or a path to a JSON file, got "
-            f"{type(metrics).__name__} {metrics!r:.60}"
-        )
-    return flatten_metrics(metrics)
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    shown = value if isinstance(value, str) else json.dumps(value, default=str)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def _cell(value: Any) -> str:
-    return _format_value(value).replace("|", "\\|").replace("\n", " ")
+NOT_EVALUATED = frozenset(
+    {"train_seconds", "wall_seconds", "steps", "nonfinite_steps", "eval_samples", "step"}
+)
+"""Keys of ``metrics.json`` that are bookkeeping, not evaluation results (kept out of
+``model-index``; the card's metrics table still shows them)."""
 
 
 _STAT_NAMES = {
@@ -122,100 +85,6 @@ def _modality_stat(flat: Mapping[str, Any], stat: str, modality: str) -> Any:
         ):
             return flat[key]
     return None
-
-
-# -------------------------------------------------------------------------- sample image
-def check_sample_image(source: str | os.PathLike | Image.Image) -> None:
-    """Raise :class:`ModelCardInputError` unless ``source`` is a PIL image or an image file."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, Image.Image):
-        return
-    if not isinstance(source, (str, os.PathLike)):
-        raise ModelCardInputError(
-            f"sample_image must be an image file path or a PIL.Image, got {type(source).__name__}"
-        )
-    path = Path(source)
-    if not path.is_file():
-        raise ModelCardInputError(
-            f"sample_image={str(path)!r}: no such file; pass an existing PNG/JPEG."
-        )
-    suffix = path.suffix.lower()
-    if suffix not in _IMAGE_SUFFIXES:
-        raise ModelCardInputError(
-            f"sample_image={str(path)!r} has extension {suffix!r}; use one of "
-            f"{list(_IMAGE_SUFFIXES)}."
-        )
-    try:
-        with Image.open(path) as picture:
-            picture.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ModelCardInputError(
-            f"sample_image={str(path)!r} is not a readable image ({exc}); pass a valid PNG/JPEG."
-        ) from None
-
-
-def add_sample_image(source: str | os.PathLike | Image.Image, directory: str | os.PathLike) -> str:
-    """Copy a sample grid into ``directory`` as ``sample_grid.<ext>``; return the file name.
-
-    Args:
-        source: an image file (png/jpg/webp/gif) or a PIL image (saved as PNG).
-
-    Raises:
-        ModelCardInputError: the file is missing or not a readable image.
-    """
-    from PIL import Image
-
-    check_sample_image(source)
-    directory = Path(directory)
-    for stale in directory.glob(f"{SAMPLE_IMAGE_STEM}.*"):
-        stale.unlink()
-    if isinstance(source, Image.Image):
-        name = f"{SAMPLE_IMAGE_STEM}.png"
-        source.save(directory / name)
-        return name
-    suffix = Path(source).suffix.lower()
-    name = f"{SAMPLE_IMAGE_STEM}{'.jpg' if suffix == '.jpeg' else suffix}"
-    shutil.copyfile(source, directory / name)
-    return name
-
-
-def check_card_inputs(
-    metrics: MetricsInput = None,
-    sample_image: str | os.PathLike | Image.Image | None = None,
-    training_data: TrainingData = None,
-) -> None:
-    """Validate the card's inputs before anything is written (:class:`ModelCardInputError`)."""
-    load_metrics(metrics)
-    if sample_image is not None:
-        check_sample_image(sample_image)
-    _check_training_data(training_data)
-
-
-# ------------------------------------------------------------------------ training data
-def _check_training_data(training_data: TrainingData) -> None:
-    if training_data is None or isinstance(training_data, (str, Mapping)):
-        return
-    if isinstance(training_data, Sequence) and all(isinstance(x, str) for x in training_data):
-        return
-    raise ModelCardInputError(
-        "training_data must be a description string, a dict (e.g. {'datasets': ['org/name'], "
-        f"'examples': 10000}}) or a list of dataset names, got {type(training_data).__name__}"
-    )
-
-
-def _training_section(training_data: TrainingData) -> tuple[str, list[str]]:
-    """Markdown of the training-data section and the dataset ids for the card metadata."""
-    if training_data is None:
-        return "Not recorded (pass `training_data=...` to `save_pretrained`).", []
-    if isinstance(training_data, str):
-        return training_data.strip(), []
-    if isinstance(training_data, Mapping):
-        datasets = training_data.get("datasets", [])
-        datasets = [datasets] if isinstance(datasets, str) else [str(d) for d in datasets]
-        lines = [f"- **{key}**: {_format_value(value)}" for key, value in training_data.items()]
-        return "\n".join(lines), datasets
-    return "\n".join(f"- {name}" for name in training_data), []
 
 
 # ----------------------------------------------------------------------------- the card
@@ -253,19 +122,6 @@ mmvq decode {repo_id} codes.json --to {target} --out decoded/
 ```"""
 
 
-def _card_data(
-    card_data: ModelCardData | None, modalities: list[str], datasets: list[str]
-) -> ModelCardData:
-    """The card's metadata: ``library_name``, tags (base + modalities), datasets."""
-    data = ModelCardData(**(card_data.to_dict() if card_data is not None else {}))
-    data.library_name = "mmvq"
-    tags = list(data.tags or []) + list(BASE_TAGS) + modalities
-    data.tags = sorted(set(tags), key=tags.index)
-    if datasets:
-        data.datasets = datasets
-    return data
-
-
 def _modality_table(
     config: PretrainedConfig, layout: Mapping[str, int], flat: Mapping[str, Any]
 ) -> str:
@@ -280,7 +136,7 @@ def _modality_table(
 
     def stat(name: str, m: str) -> str:
         value = _modality_stat(flat, name, m)
-        return _cell(value) if value is not None else "not measured"
+        return cell(value) if value is not None else "not measured"
 
     for m, record in config.adapters.items():
         rows.append(
@@ -302,7 +158,7 @@ def _concept_line(model: MultimodalVQ, flat: Mapping[str, Any]) -> str:
         f"**{concept.num_codes}** shared by all modalities"
     )
     measured = [
-        f"{k} {_cell(flat[k])}"
+        f"{k} {cell(flat[k])}"
         for k in sorted(flat)
         if k == "concept_same_code_agreement" or k.startswith("retrieval_r1_")
     ]
@@ -323,13 +179,85 @@ def _codebook_section(
     )
 
 
+def pipeline_tag(modalities: list[str]) -> str:
+    """The Hub pipeline tag: ``any-to-any`` (each modality rebuilt from any other's codes) for
+    several modalities, ``feature-extraction`` (discrete codes) for one."""
+    return "any-to-any" if len(modalities) > 1 else "feature-extraction"
+
+
+def _dataset_identity(training_data: TrainingData, datasets: list[str]) -> tuple[str, str, Any]:
+    """``(dataset_type, dataset_name, split)`` of the evaluation for ``model-index``."""
+    data = training_data if isinstance(training_data, Mapping) else {}
+    name = datasets[0] if datasets else str(data.get("dataset") or "custom")
+    pretty = str(data.get("dataset_name") or name)
+    split = data.get("eval_split")
+    return name, pretty, (str(split) if split else None)
+
+
+def eval_results(
+    flat: Mapping[str, Any], modalities: list[str], training_data: TrainingData, datasets: list[str]
+) -> list[EvalResult]:
+    """One ``model-index`` entry per finite numeric evaluation metric (bookkeeping keys such as
+    ``train_seconds`` left out)."""
+    dataset_type, dataset_name, split = _dataset_identity(training_data, datasets)
+    results = []
+    for key, value in flat.items():
+        if key.split("/")[-1] in NOT_EVALUATED or isinstance(value, bool):
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        results.append(
+            EvalResult(
+                task_type=pipeline_tag(modalities),
+                task_name="Multimodal tokenization: reconstruction and cross-modal translation",
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_split=split,
+                metric_type=key,
+                metric_name=key,
+                metric_value=value,
+            )
+        )
+    return results
+
+
+def _card_data(
+    card_data: ModelCardData | None,
+    modalities: list[str],
+    datasets: list[str],
+    license: str | None,
+    model_name: str,
+    results: list[EvalResult],
+) -> ModelCardData:
+    """The card's metadata (see the module docstring), over the Hub mixin's."""
+    data = ModelCardData(**(card_data.to_dict() if card_data is not None else {}))
+    data.library_name = "mmvq"
+    tags = list(data.tags or []) + list(BASE_TAGS) + modalities
+    data.tags = sorted(set(tags), key=tags.index)
+    data.pipeline_tag = pipeline_tag(modalities)
+    if license:
+        data.license = license
+    if datasets:
+        data.datasets = datasets
+    if results:
+        data.model_name = model_name
+        data.eval_results = results
+    return data
+
+
 def _evaluation_section(flat: Mapping[str, Any]) -> str:
     if not flat:
         return "No evaluation recorded (pass `metrics=...`, e.g. the training run's metrics.json)."
     metric_rows = ["| Metric | Value |", "|---|---|"] + [
-        f"| {_cell(k)} | {_cell(v)} |" for k, v in flat.items()
+        f"| {cell(k)} | {cell(v)} |" for k, v in flat.items()
     ]
     return "\n".join(metric_rows)
+
+
+def _samples_line(sample_image_name: str | None) -> str:
+    if sample_image_name:
+        return f"![Sample grid]({sample_image_name})"
+    return "No sample grid (pass `sample_image=...` to `save_pretrained`)."
 
 
 def build_model_card(
@@ -340,6 +268,7 @@ def build_model_card(
     training_data: TrainingData = None,
     repo_id: str | None = None,
     card_data: ModelCardData | None = None,
+    license: str | None = None,
 ) -> ModelCard:
     """The model card of ``model``.
 
@@ -348,28 +277,28 @@ def build_model_card(
             :func:`mmvq.hub.format.describe_model`).
         metrics: the last evaluation's metrics (mapping or JSON file); per-modality codebook
             usage and perplexity are read from keys ending in ``usage/<modality>`` (or
-            ``codebook_usage_per_modality/<modality>``) / ``perplexity/<modality>``.
+            ``codebook_usage_per_modality/<modality>``) / ``perplexity/<modality>``; every
+            numeric one (bookkeeping aside) goes into ``model-index``.
         sample_image_name: file name of a sample grid already in the repo
             (see :func:`add_sample_image`).
         training_data: a description, a dict (its ``datasets`` entry goes into the card
-            metadata) or a list of dataset names.
+            metadata, ``dataset``/``dataset_name``/``eval_split`` name the evaluation data in
+            ``model-index``) or a list of dataset names.
         repo_id: the Hub repo id used in the loading snippet (default: a placeholder).
-        card_data: metadata to start from (e.g. the Hub mixin's); tags and library_name are added.
+        card_data: metadata to start from (e.g. the Hub mixin's).
+        license: the model's license identifier (e.g. ``"apache-2.0"``).
     """
     flat = load_metrics(metrics)
-    _check_training_data(training_data)
+    check_card_inputs(training_data=training_data, license=license)
     config = describe_model(model)
-    training_section, datasets = _training_section(training_data)
-    data = _card_data(card_data, config.modalities, datasets)
-    repo = repo_id or "path/to/this-model"
+    training, datasets = training_section(training_data)
     title = repo_id.split("/")[-1] if repo_id else "mmvq model"
+    results = eval_results(flat, config.modalities, training_data, datasets)
+    data = _card_data(card_data, config.modalities, datasets, license, title, results)
+    repo = repo_id or "path/to/this-model"
     table = _modality_table(config, model.num_tokens(), flat)
     evaluation = _evaluation_section(flat)
-    samples = (
-        f"![Sample grid]({sample_image_name})"
-        if sample_image_name
-        else "No sample grid (pass `sample_image=...` to `save_pretrained`)."
-    )
+    samples = _samples_line(sample_image_name)
     names = ", ".join(config.modalities)
     body = f"""
 # {title}
@@ -393,7 +322,7 @@ codes (a few per sample, which paired modalities are trained to agree on).
 
 ## Training data
 
-{training_section}
+{training}
 
 ## Evaluation
 
@@ -419,10 +348,12 @@ def write_model_card(
     training_data: TrainingData = None,
     repo_id: str | None = None,
     card_data: ModelCardData | None = None,
+    license: str | None = None,
 ) -> ModelCard:
-    """Copy the sample grid into ``directory`` and write ``README.md`` there; return the card."""
+    """Copy the sample grid into ``directory``, keep the metrics as ``eval_results.json`` and
+    write ``README.md`` there; return the card."""
     directory = Path(directory)
-    check_card_inputs(metrics, sample_image, training_data)
+    check_card_inputs(metrics, sample_image, training_data, license)
     if sample_image is not None:
         grid_name: str | None = add_sample_image(sample_image, directory)
     else:
@@ -436,6 +367,8 @@ def write_model_card(
         training_data=training_data,
         repo_id=repo_id,
         card_data=card_data,
+        license=license,
     )
+    write_eval_results(metrics, directory)
     card.save(directory / CARD_NAME)
     return card

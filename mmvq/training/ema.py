@@ -1,19 +1,23 @@
 """Exponential moving average of a model's weights, used for evaluation when enabled.
 
-``shadow = decay * shadow + (1 - decay) * live`` for every floating-point parameter after each
-optimizer step. Buffers (the codebook's code vectors and EMA statistics, normalisation statistics,
-counters) are *copied* from the live model rather than averaged: the codebook maintains its own
-EMA, and averaging integer counters or reservoirs would be meaningless.
+Built on PyTorch's own :class:`torch.optim.swa_utils.AveragedModel` with
+:func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`: after each optimizer step
+``shadow = decay * shadow + (1 - decay) * live`` for every parameter (the first update copies the
+live weights, ``W_0^EMA = W_0``). Buffers (the codebook's code vectors and EMA statistics,
+normalisation statistics, counters) are *copied* from the live model (``use_buffers=False``), not
+averaged: the codebook maintains its own EMA, and averaging integer counters or reservoirs would
+be meaningless.
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 __all__ = ["ModelEMA"]
+
+_LEGACY_COUNT = "__num_updates__"  # the update counter of checkpoints before AveragedModel
 
 
 class ModelEMA:
@@ -29,47 +33,53 @@ class ModelEMA:
         ...  # after every optimizer step
         ema.update(model)
         evaluate(ema.model, ...)
+
+    Attributes:
+        averaged: the :class:`~torch.optim.swa_utils.AveragedModel` (its state dict, with
+            ``n_averaged``, is what a checkpoint stores).
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not isinstance(decay, float) or not 0.0 < decay < 1.0:
             raise ValueError(f"ModelEMA decay must be a float in (0, 1), got {decay!r}; e.g. 0.999")
         self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.num_updates = 0
+        self.averaged = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False
+        )
+        self.averaged.eval().requires_grad_(False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The averaged copy of the model (what evaluation runs)."""
+        return self.averaged.module
+
+    @property
+    def num_updates(self) -> int:
+        """How many times :meth:`update` ran."""
+        return int(self.averaged.n_averaged)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the average one step towards ``model``'s current weights."""
-        live_params = dict(model.named_parameters())
-        shadow_params = dict(self.model.named_parameters())
-        if live_params.keys() != shadow_params.keys():
+        """Move the average one step towards ``model``'s current weights (buffers copied)."""
+        live = [name for name, _ in model.named_parameters()]
+        if live != [name for name, _ in self.model.named_parameters()]:
             raise ValueError(
                 "ModelEMA.update got a model with different parameters than the one it copies; "
                 "pass the same (unwrapped) model every time"
             )
-        floats = [n for n, p in shadow_params.items() if p.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_(
-                [shadow_params[n] for n in floats],
-                [live_params[n].detach().to(shadow_params[n].dtype) for n in floats],
-                1.0 - self.decay,
-            )
-        for n in shadow_params.keys() - set(floats):
-            shadow_params[n].copy_(live_params[n])
-        live_buffers = dict(model.named_buffers())
-        for name, buf in self.model.named_buffers():
-            buf.copy_(live_buffers[name])
-        self.num_updates += 1
+        self.averaged.update_parameters(model)
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Tensors to checkpoint: the shadow's state dict plus the update count."""
-        state = {k: v.detach().clone().contiguous() for k, v in self.model.state_dict().items()}
-        state["__num_updates__"] = torch.tensor(self.num_updates, dtype=torch.int64)
-        return state
+        """Tensors to checkpoint: the :class:`AveragedModel`'s state dict (``module.*`` and
+        ``n_averaged``)."""
+        return {k: v.detach().clone().contiguous() for k, v in self.averaged.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore :meth:`state_dict` output."""
+        """Restore :meth:`state_dict` output (or a checkpoint of the earlier hand-written EMA:
+        the shadow's own keys plus ``__num_updates__``)."""
         state = dict(state)
-        self.num_updates = int(state.pop("__num_updates__", torch.tensor(0)))
-        self.model.load_state_dict(state)
+        if _LEGACY_COUNT in state:
+            count = state.pop(_LEGACY_COUNT)
+            state = {f"module.{k}": v for k, v in state.items()}
+            state["n_averaged"] = count.to(torch.long).reshape(())
+        self.averaged.load_state_dict(state)

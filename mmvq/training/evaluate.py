@@ -38,7 +38,6 @@ the main process while the others wait), so every number is exact, with no paddi
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -52,10 +51,11 @@ from mmvq.outputs.files import sample_rate_of
 from mmvq.outputs.samples import write_samples
 from mmvq.quantize.stats import CodebookStatsAccumulator
 from mmvq.utils.batches import batch_size, select_rows, to_device
+from mmvq.utils.logging import get_logger
 
 __all__ = ["Scorer", "evaluate"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 _WARNED: set[tuple[str, str]] = set()
 
 
@@ -232,6 +232,7 @@ def evaluate(
     max_samples: int | None = None,
     sample_dir: str | os.PathLike | None = None,
     num_sample_rows: int = 8,
+    progress_bar: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``eval_loader``; write samples to ``sample_dir`` when given.
 
@@ -245,6 +246,8 @@ def evaluate(
         max_samples: stop after this many examples.
         sample_dir: directory for the samples of the first ``num_sample_rows`` examples.
         num_sample_rows: examples in the samples.
+        progress_bar: show a ``tqdm`` bar of the examples evaluated (on stderr; it is removed
+            when evaluation ends).
 
     Returns:
         the metrics dict described in the module docstring.
@@ -257,19 +260,43 @@ def evaluate(
     run = _Evaluation(model, scorers, max_samples, num_sample_rows)
     was_training = model.training
     model.eval()
+    bar = _progress(eval_loader, max_samples, progress_bar)
     try:
         for batch in eval_loader:
+            before = run.seen
             rows, refs, n = run.select(batch)
             if n:
                 run.add(to_device(rows, device), refs, autocast, sample_dir is not None)
+            bar.update(min(run.seen, max_samples or run.seen) - before)
             if run.done():
                 break
     finally:
+        bar.close()
         model.train(was_training)
     metrics = run.metrics()
     if sample_dir is not None and run.samples:
         run.write_samples(sample_dir)
     return metrics
+
+
+def _progress(eval_loader: Any, max_samples: int | None, enabled: bool) -> Any:
+    """The evaluation's progress bar (examples), sized from the loader's dataset when it has a
+    length."""
+    from tqdm.auto import tqdm
+
+    total = None
+    with contextlib.suppress(TypeError, AttributeError):
+        total = len(eval_loader.dataset)
+    if max_samples is not None:
+        total = max_samples if total is None else min(total, max_samples)
+    return tqdm(
+        total=total,
+        desc="evaluating",
+        unit="ex",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not enabled,
+    )
 
 
 def _reconstruction_metrics(

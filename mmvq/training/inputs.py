@@ -37,7 +37,7 @@ def check_output_dir(path: str) -> Path:
         reason = f"{blocker} is a file, not a directory" if blocker is not None else str(err)
         raise ValueError(
             f"TrainConfig.output_dir={path!r} is not a writable directory ({reason}); choose "
-            "another --output_dir (it is created if missing)"
+            "another output_dir (it is created if missing)"
         ) from err
     return out
 

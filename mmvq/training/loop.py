@@ -22,7 +22,6 @@ either all-reduced or a function of the step counter.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,11 +48,12 @@ from mmvq.training.step import (
 )
 from mmvq.utils.batches import to_device
 from mmvq.utils.distributed import all_reduce_
+from mmvq.utils.logging import get_logger
 from mmvq.utils.metrics import flatten_metrics
 
 __all__ = ["Loop", "TrainResult", "TrainingError", "train"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -398,6 +398,7 @@ class Loop:
                     max_samples=cfg.max_eval_samples,
                     sample_dir=run.run_dir.samples(step) if cfg.num_sample_rows else None,
                     num_sample_rows=cfg.num_sample_rows,
+                    progress_bar=cfg.tqdm,
                 )
             acc.log(flatten_metrics(metrics, "eval/", numbers_only=True), step=step)
             append_record(run.run_dir.train_log, {"step": step, "eval": metrics})

@@ -1,6 +1,7 @@
 """The recipe runner (what ``recipes/*.py`` and ``mmvq train CONFIG.yaml`` call): build the model
-from the parsed options, load the data, train, save ``OUTPUT_DIR/final`` and print a summary.
-The options themselves are :mod:`mmvq.training.recipe_args`.
+from the parsed options, load the data, train, save ``OUTPUT_DIR/final`` (and push it) with a card
+that records the training data, and print a summary. The options themselves are
+:mod:`mmvq.training.recipe_args`; what the card says about the data, :mod:`~.recipe_card`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from mmvq.data import DataConfig, load_data
 from mmvq.data.builtin import get_builtin_dataset
 from mmvq.model import MultimodalVQ, MultimodalVQConfig
 from mmvq.registry import get_adapter
+from mmvq.training.config import TrainConfig
+from mmvq.training.cpu_threads import use_physical_cores
 from mmvq.training.loop import TrainResult, train
 from mmvq.training.recipe_args import (
     HubArguments,
@@ -21,7 +24,9 @@ from mmvq.training.recipe_args import (
     data_config,
     parse_recipe_args,
 )
+from mmvq.training.recipe_card import model_license, training_data_record
 from mmvq.training.run_dir import RunDirectory
+from mmvq.utils.logging import get_logger
 
 __all__ = [
     "build_model",
@@ -31,6 +36,8 @@ __all__ = [
     "run_recipe",
     "summary_keys",
 ]
+
+logger = get_logger(__name__)
 
 
 def build_model(args: ModelArguments) -> MultimodalVQ:
@@ -78,28 +85,52 @@ def _is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def _save_final(result: TrainResult, hub: HubArguments) -> Path:
-    """``OUTPUT_DIR/final`` (model card with the run's metrics and its newest sample grid), and
-    the optional push."""
+def _cpu_run(train: TrainConfig) -> bool:
+    """Whether the run will train on the CPU (``--cpu``, or no accelerator present)."""
+    import torch
+
+    if train.cpu:
+        return True
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or (mps is not None and mps.is_available())
+        or (xpu is not None and xpu.is_available())
+    )
+
+
+def _save_final(result: TrainResult, hub: HubArguments, card: dict[str, Any]) -> Path:
+    """``OUTPUT_DIR/final`` (model card with the run's metrics, its newest sample grid, the
+    training data and license) and the optional push, with the same card."""
     model, run_dir = result.model, RunDirectory(result.output_dir)
-    kwargs: dict[str, Any] = {}
+    card = dict(card)
     if run_dir.metrics.is_file():
-        kwargs["metrics"] = str(run_dir.metrics)
+        card["metrics"] = str(run_dir.metrics)
     grid = run_dir.latest_sample_grid(model.modalities)
     if grid is not None:
-        kwargs["sample_image"] = str(grid)
-    model.save_pretrained(str(run_dir.final), **kwargs)
+        card["sample_image"] = str(grid)
+    repo_id = hub.hub_model_id if hub.push_to_hub else None
+    model.save_pretrained(str(run_dir.final), repo_id=repo_id, **card)
     if hub.push_to_hub:
-        model.push_to_hub(hub.hub_model_id, private=hub.hub_private, token=hub.hub_token)
+        url = model.push_to_hub(
+            hub.hub_model_id, private=hub.hub_private, token=hub.hub_token, **card
+        )
+        logger.info("Pushed the final model and its card to %s", url)
     return run_dir.final
 
 
 def run_recipe(
     args: RecipeArguments, translation_scorers: Mapping[str, Callable[..., Any]] | None = None
 ) -> TrainResult:
-    """Build the model, load the data, train, save ``OUTPUT_DIR/final``; returns the TrainResult."""
+    """Build the model, load the data, train, save ``OUTPUT_DIR/final`` (and push it with
+    ``--push_to_hub``); returns the TrainResult. On a CPU run under ``accelerate launch`` whose
+    thread count is accelerate's default, every physical core is used
+    (:func:`~mmvq.training.cpu_threads.use_physical_cores`)."""
     from accelerate.utils import set_seed
 
+    threads = use_physical_cores(_cpu_run(args.train))
+    logger.info("CPU threads: %d (%s)", threads.threads, threads.reason)
     modalities = args.model.modality_list
     data = data_config(args.data, args.train)
     set_seed(args.train.seed)  # before anything random is built: the same command, the same run
@@ -110,6 +141,10 @@ def run_recipe(
         if translation_scorers is None
         else dict(translation_scorers)
     )
+    card = {
+        "training_data": training_data_record(data, modalities, train_ds, eval_ds),
+        "license": model_license(args.hub.license, data, train_ds),
+    }
     result = train(
         model,
         train_ds,
@@ -119,7 +154,7 @@ def run_recipe(
         column_map=data.column_map(modalities),
     )
     if _is_main_process():
-        final = _save_final(result, args.hub)
+        final = _save_final(result, args.hub, card)
         _print_summary(result, final)
     return result
 

@@ -8,7 +8,7 @@ from flags, from one ``.yaml``/``.json`` file, or from a file followed by flags 
   come from the training options), plus one ``--<name>_column`` flag per registered adapter name
   and one ``--builtin_<option>`` flag per option of the registered built-in datasets;
 * :class:`mmvq.TrainConfig` (``--output_dir``, ``--max_steps``, ``--balancer``, ``--alignment``...);
-* :class:`HubArguments` (``--push_to_hub``, ``--hub_model_id``).
+* :class:`HubArguments` (``--push_to_hub``, ``--hub_model_id``, ``--license``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mmvq.data.builtin import builtin_dataset_names, get_builtin_dataset
 from mmvq.registry import list_adapters
 from mmvq.training.config import TrainConfig
 from mmvq.utils.configs import parse_mapping
+from mmvq.utils.logging import get_logger
 
 __all__ = [
     "MODEL_PRESETS",
@@ -38,6 +39,8 @@ __all__ = [
     "data_config",
     "parse_recipe_args",
 ]
+
+logger = get_logger(__name__)
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # Trains in minutes on a 2-core CPU (the default recipe).
@@ -137,12 +140,7 @@ class ModelArguments:
             "ModelArguments.adapter_overrides",
             example='depth={"base_channels": 16}',
         )
-        unknown = sorted(set(self.adapter_overrides) - set(names))
-        if unknown:
-            raise ValueError(
-                f"ModelArguments.adapter_overrides names {unknown}, which are not among the "
-                f"modalities {names}"
-            )
+        self._drop_unused_overrides(names)
         for m, o in self.adapter_overrides.items():
             if not isinstance(o, dict):
                 raise ValueError(
@@ -155,6 +153,26 @@ class ModelArguments:
         self.concept = parse_mapping(
             self.concept, "ModelArguments.concept", example="num_concepts=4"
         )
+
+    def _drop_unused_overrides(self, names: list[str]) -> None:
+        """Overrides of registered adapters that are not among ``names`` are dropped (said once in
+        the log): a recipe's defaults for other modalities do not get in the way of
+        ``--modalities``. A name that is no registered adapter is a typo: an error."""
+        unused = sorted(set(self.adapter_overrides) - set(names))
+        if not unused:
+            return
+        unknown = [m for m in unused if m not in list_adapters()]
+        if unknown:
+            raise ValueError(
+                f"ModelArguments.adapter_overrides names {unknown}, which are neither among the "
+                f"modalities {names} nor registered adapters {list_adapters()}"
+            )
+        logger.info(
+            "adapter_overrides for %s ignored: not among --modalities %s", unused, ",".join(names)
+        )
+        self.adapter_overrides = {
+            m: o for m, o in self.adapter_overrides.items() if m not in unused
+        }
 
     @property
     def modality_list(self) -> list[str]:
@@ -182,6 +200,14 @@ class HubArguments:
     hub_private: bool = field(default=False, metadata={"help": "Create the repo private."})
     hub_token: str | None = field(
         default=None, metadata={"help": "Token (default: the logged-in one)."}
+    )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "License of the trained model, for its card (a Hub license id such as "
+            "'apache-2.0'); default: apache-2.0 for the built-in data, else the dataset's "
+            "declared license, else 'unknown'."
+        },
     )
 
     def __post_init__(self) -> None:

@@ -8,7 +8,6 @@ steps through (``bench/bench_train.py`` times the loop's real steps through it).
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,10 +31,11 @@ from mmvq.training.gan import DiscriminatorSet
 from mmvq.training.inputs import as_dataset, check_output_dir, make_loader
 from mmvq.training.run_dir import RunDirectory
 from mmvq.training.run_identity import OutputDirError, RunLock, claim_output_dir, run_identity
+from mmvq.utils.logging import get_logger
 
 __all__ = ["Modules", "Optimizers", "TrainingRun", "setup_training"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -125,6 +125,21 @@ def _accelerator(cfg: TrainConfig, run_dir: RunDirectory) -> Any:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+
+
+def _train_subset(train_ds: Any, cfg: TrainConfig) -> str:
+    """Which training examples stand in for missing eval data, in words."""
+    try:
+        size: int | None = len(train_ds)
+    except TypeError:
+        size = None
+    limit = cfg.max_eval_samples
+    if limit is None:
+        return "every training example" if size is None else f"all {size} training examples"
+    if size is not None and size <= limit:
+        fewer = f" (fewer than max_eval_samples={limit})" if size < limit else ""
+        return f"all {size} training examples{fewer}"
+    return f"the first {limit} training examples"
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
@@ -286,6 +301,22 @@ def _load_schedule(schedule: Any, saved: Any, path: Any) -> None:
         )
 
 
+def _log_start(accelerator: Any, cfg: TrainConfig, total_steps: int, step: int) -> None:
+    """One line: device, CPU threads, processes, steps, batch size, output directory."""
+    logger.info(
+        "Training on %s with %d CPU thread(s) per process, %d process(es): steps %d..%d, batch "
+        "%d per device x %d accumulation; outputs in %s",
+        accelerator.device,
+        torch.get_num_threads(),
+        accelerator.num_processes,
+        step + 1,
+        total_steps,
+        cfg.per_device_batch_size,
+        cfg.gradient_accumulation_steps,
+        cfg.output_dir,
+    )
+
+
 def _resume(
     accelerator: Any, path: Any, state: dict[str, Any], modules: Modules, schedule: Any
 ) -> None:
@@ -302,8 +333,15 @@ def _resume(
         )
     if modules.ema is not None and "ema" in loaded.tensors:
         modules.ema.load_state_dict({k: v.to(device) for k, v in loaded.tensors["ema"].items()})
-    if accelerator.is_main_process:
-        logger.info("resumed from %s at step %d", path, state["step"])
+    logger.info(
+        "Resumed from checkpoint %s: step %d, epoch %d (%d batches into it), %d non-finite "
+        "steps so far",
+        path,
+        state["step"],
+        state["epoch"],
+        state["batch_in_epoch"],
+        state["nonfinite_steps"],
+    )
 
 
 def _data(
@@ -370,10 +408,8 @@ def _setup(
 
     train_loader = make_loader(train_ds, model, cfg, train=True)
     eval_loader = make_loader(eval_ds if eval_ds is not None else train_ds, model, cfg, train=False)
-    if eval_ds is None and accelerator.is_main_process:
-        logger.warning(
-            "no eval_data: evaluating on the first %s training examples", cfg.max_eval_samples
-        )
+    if eval_ds is None:
+        logger.warning("no eval_data: evaluating on %s", _train_subset(train_ds, cfg))
     balancer = build_balancer(cfg.balancer, model.modalities).to(accelerator.device)
     modules, optimizers, train_loader, streaming = _prepare(
         accelerator, model, discs, balancer, train_loader, cfg
@@ -395,6 +431,7 @@ def _setup(
         _resume(accelerator, resume_path, state, modules, optimizers.schedule)
     if accelerator.is_main_process:
         accelerator.init_trackers(cfg.tracker_project_name, config=_flat_config(cfg))
+    _log_start(accelerator, cfg, total_steps, state["step"])
     return TrainingRun(
         cfg=cfg,
         accelerator=accelerator,

@@ -42,11 +42,15 @@ def select_rows(batch: Mapping[str, Any], rows: Tensor) -> dict[str, Any]:
     }
 
 
-def to_device(batch: Any, device: torch.device | str) -> Any:
-    """Every tensor of a nested batch moved to ``device`` (``non_blocking``); mappings become
-    dicts, other values are kept."""
+def to_device(
+    batch: Any, device: torch.device | str, *, float_dtype: torch.dtype | None = None
+) -> Any:
+    """Every tensor of a nested batch moved to ``device`` (``non_blocking``), floating-point
+    ones cast to ``float_dtype`` when given; mappings become dicts, other values are kept."""
     if isinstance(batch, Tensor):
+        if float_dtype is not None and batch.is_floating_point():
+            return batch.to(device, dtype=float_dtype, non_blocking=True)
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device, float_dtype=float_dtype) for k, v in batch.items()}
     return batch

@@ -107,7 +107,7 @@ def corrupt_parquet(ctx):
     load(write(ctx, "broken.parquet", b"PAR1 this is not parquet"))
 
 
-@case("data", DataError, r"column 'text' \(modality 'text'\) is not in the dataset.*--text_column")
+@case("data", DataError, r"column 'text' \(modality 'text'\) is not in .*column_map\['text'\]")
 def missing_text_column(ctx):
     ds = datasets.Dataset.from_dict({"image": [PIL.Image.new("RGB", (16, 16))], "caption": ["a"]})
     validate_dataset(ds, {"image": "image", "text": "text"}, _image_text_adapters(), batch_size=1,
