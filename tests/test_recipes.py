@@ -4,6 +4,7 @@ recipe scripts themselves run in subprocesses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from hub_server import TOKEN, hub_fixture, hub_server_fixture  # noqa: F401 - fixtures "hub", "hub_server"
 
-from mmvq.training.recipe import build_model, default_scorers
+from mmvq.training.recipe import build_model, default_scorers, summary_keys
 from mmvq.training.recipe_args import (
     HubArguments,
     ModelArguments,
@@ -192,6 +193,12 @@ def test_build_model_applies_presets_and_overrides():
     assert all(a.config.code_dim == 16 for a in model.adapters.values())
     assert model.config.codebook.num_codes == 32 and model.config.codebook.restart_every == 7
     assert model.config.decoder.dim == 32
+    # the run summary shows both code levels and retrieval by concept codes
+    keys = summary_keys(model)
+    assert {"image_psnr", "text_to_image_score", "image_to_text_exact_match"} <= set(keys)
+    assert {"concept_same_code_agreement", "retrieval_r1_image_to_text"} <= set(keys)
+    off = build_model(dataclasses.replace(args, concept="num_concepts=0"))
+    assert not any("concept" in k or "retrieval" in k for k in summary_keys(off))
 
 
 def test_text_to_image_scoring_only_for_the_builtin_shapes_data():

@@ -162,14 +162,20 @@ def run_recipe(
 def summary_keys(model: MultimodalVQ) -> list[str]:
     """The metrics a run's summary shows, as the adapters declare them: each modality's headline
     metrics, then per translation ``<s>_to_<t>_score`` (a scorer's) and ``t``'s translation
-    metrics, then the codebook and timing figures."""
+    metrics, then the codebook figures (both levels), retrieval by concept codes and timing."""
     keys = [f"{m}_{name}" for m, a in model.adapters.items() for name in a.headline_metrics]
     for target, adapter in model.adapters.items():
         for source in model.modalities:
             if source != target:
                 keys.append(f"{source}_to_{target}_score")
                 keys += [f"{source}_to_{target}_{name}" for name in adapter.translation_metrics]
-    return keys + ["codebook_usage", "same_code_agreement", "train_seconds", "steps"]
+    keys += ["codebook_usage", "same_code_agreement"]
+    if model.concept is not None:
+        keys += ["concept_codebook_usage", "concept_same_code_agreement"]
+        keys += [
+            f"retrieval_r1_{a}_to_{b}" for a in model.modalities for b in model.modalities if a != b
+        ]
+    return keys + ["train_seconds", "steps"]
 
 
 def _print_summary(result: TrainResult, final: Path) -> None:
@@ -179,10 +185,10 @@ def _print_summary(result: TrainResult, final: Path) -> None:
     for k in summary_keys(result.model):
         if k in m:
             v = m[k]
-            print(f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}")
+            print(f"  {k:32s} {v:.4f}" if isinstance(v, float) else f"  {k:32s} {v}")
     if "perplexity" in m:
         print(
-            f"  {'perplexity':28s} " + ", ".join(f"{k}={v:.1f}" for k, v in m["perplexity"].items())
+            f"  {'perplexity':32s} " + ", ".join(f"{k}={v:.1f}" for k, v in m["perplexity"].items())
         )
     print(f"Outputs in {out.root.resolve()}:")
     print(f"  metrics      {out.metrics}")
