@@ -11,14 +11,15 @@ mmvq finds this data as its built-in dataset "shapes" (``DataConfig(builtin="sha
 default recipe) through the ``mmvq.datasets`` entry point ``shapes =
 mmvq_adapters.shapes:ShapesDataset``: the core never imports it.
 
-==============  ======================================================================
-module          what it holds
-==============  ======================================================================
-``attributes``  :class:`ShapeAttributes`, the attribute values, captions
-``render``      images, shape masks, sounds
-``scoring``     reading attributes back from pixels; the text -> image score
-``dataset``     :func:`make_shapes_dataset`, :class:`ShapesDataset` (the built-in dataset)
-==============  ======================================================================
+======================  ==========================================================================
+module                  what it holds
+======================  ==========================================================================
+``attributes``          :class:`ShapeAttributes`, the attribute values, captions
+``render``              images, shape masks, sounds
+``scoring``             reading attributes back from pixels; the text -> image score
+``dataset``             :func:`make_shapes_dataset`, :class:`ShapesDataset` (the built-in dataset)
+``generation_metrics``  a prior's samples scored: validity, diversity, BLEU/ROUGE
+======================  ==========================================================================
 """
 
 from mmvq_adapters.shapes.attributes import (
