@@ -12,6 +12,9 @@ module           what it holds
                  checked, kept in a saved directory and read back
 ``loading``      ``from_pretrained``'s dtype, device, subfolder and strict arguments
 ``errors``       network and authentication failures of Hub calls, as one clear line
+``safety``       no code from a model repo: the data file types a download fetches, checks
+``transfer``     a repo's snapshot (data files only, a repo with code refused) and a
+                 one-commit upload of a saved folder; also used for the prior's ``prior/``
 ===============  =======================================================================
 
 The mixin builds a model through the class it is mixed into (``cls.config_class`` for the

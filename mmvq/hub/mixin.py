@@ -21,18 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
-from huggingface_hub import HfApi, ModelCard, ModelHubMixin, snapshot_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.utils import SoftTemporaryDirectory, validate_repo_id
+from huggingface_hub import ModelCard, ModelHubMixin
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from mmvq.hub.card_inputs import EVAL_RESULTS_NAME, MetricsInput, TrainingData, card_kwargs
-from mmvq.hub.errors import not_downloaded, reword
 from mmvq.hub.format import (
     ADAPTERS_DIR,
     CONFIG_NAME,
@@ -52,7 +45,8 @@ from mmvq.hub.loading import (
     resolve_dtype,
 )
 from mmvq.hub.model_card import build_model_card, write_model_card
-from mmvq.hub.safety import DOWNLOAD_PATTERNS, check_repo_files
+from mmvq.hub.safety import DOWNLOAD_PATTERNS
+from mmvq.hub.transfer import download_snapshot, upload_saved
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -134,7 +128,7 @@ def resolve_model_dir(
             "model's "
             "directory or a repo id such as 'org/name'."
         ) from None
-    return _download(
+    return download_snapshot(
         name,
         revision=revision,
         cache_dir=cache_dir,
@@ -143,72 +137,6 @@ def resolve_model_dir(
         local_files_only=local_files_only,
         subfolder=subfolder,
     )
-
-
-def _download(
-    name: str,
-    *,
-    revision: str | None,
-    cache_dir: str | os.PathLike | None,
-    token: str | bool | None,
-    force_download: bool,
-    local_files_only: bool,
-    subfolder: str | None = None,
-) -> Path:
-    """A Hub repo's snapshot (:data:`DOWNLOAD_PATTERNS` only, under ``subfolder``), every
-    failure worded."""
-    where = (
-        f"Hub repo {name!r}"
-        + (f" at revision {revision!r}" if revision else "")
-        + (f", subfolder {subfolder!r}" if subfolder else "")
-    )
-    patterns = [f"{subfolder}/{p}" for p in DOWNLOAD_PATTERNS] if subfolder else DOWNLOAD_PATTERNS
-    try:
-        if not local_files_only:
-            _refuse_code(name, revision, token, where)
-        folder = snapshot_download(
-            repo_id=name,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            force_download=force_download,
-            local_files_only=local_files_only,
-            allow_patterns=patterns,
-        )
-    except RevisionNotFoundError:
-        raise PretrainedNotFoundError(
-            f"{where}: no such revision; pass an existing branch, tag or commit (revision=...)."
-        ) from None
-    except RepositoryNotFoundError:
-        raise PretrainedNotFoundError(
-            f"{where} was not found; check the id, and if the repo is private pass token=... "
-            "(or log in with `hf auth login`)."
-        ) from None
-    except (LocalEntryNotFoundError, EntryNotFoundError) as exc:
-        raise not_downloaded(where, exc, token, local_files_only) from None
-    except Exception as exc:
-        reword(f"from_pretrained({name!r})", exc, token)
-        raise
-    folder_path = Path(folder) / subfolder if subfolder else Path(folder)
-    if not (folder_path / CONFIG_NAME).is_file():
-        raise PretrainedNotFoundError(
-            f"{where} has no {CONFIG_NAME}: it is not a model saved by mmvq (push one with "
-            "model.push_to_hub(repo_id))."
-        )
-    return folder_path
-
-
-def _refuse_code(name: str, revision: str | None, token: str | bool | None, where: str) -> None:
-    """Refuse a repo holding code files before downloading anything (its listing). When the
-    listing cannot be fetched (offline, with a cached copy) the downloaded files are still
-    checked (:func:`mmvq.hub.safety.check_no_code`) and never include code types."""
-    try:
-        files = HfApi(token=token).list_repo_files(name, revision=revision)
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise
-    except Exception:  # noqa: BLE001 - no listing (network): the snapshot is checked instead
-        return
-    check_repo_files(files, where)
 
 
 class MultimodalVQHubMixin(
@@ -456,25 +384,21 @@ class MultimodalVQHubMixin(
             training_data=training_data,
             license=license,
         )
-        api = HfApi(token=token)
-        try:
-            repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
-            if branch and branch != "main":
-                api.create_branch(repo_id=repo_id, branch=branch, exist_ok=True)
-            with SoftTemporaryDirectory() as tmp:
-                saved = Path(tmp) / repo_id.split("/")[-1]
-                self.save_pretrained(saved, repo_id=repo_id, **card)
-                return api.upload_folder(
-                    repo_id=repo_id,
-                    repo_type="model",
-                    folder_path=saved,
-                    commit_message=commit_message,
-                    revision=branch,
-                    create_pr=create_pr,
-                    allow_patterns=allow_patterns,
-                    ignore_patterns=ignore_patterns,
-                    delete_patterns=STALE_PATTERNS if delete_patterns is None else delete_patterns,
-                )
-        except Exception as exc:
-            reword(f"push_to_hub({repo_id!r})", exc, token)
-            raise
+
+        def save(tmp: Path, repo_id: str) -> Path:
+            saved = tmp / repo_id.split("/")[-1]
+            self.save_pretrained(saved, repo_id=repo_id, **card)
+            return saved
+
+        return upload_saved(
+            save,
+            repo_id,
+            token=token,
+            private=private,
+            branch=branch,
+            commit_message=commit_message,
+            create_pr=create_pr,
+            allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns,
+            delete_patterns=STALE_PATTERNS if delete_patterns is None else delete_patterns,
+        )
