@@ -37,6 +37,7 @@ __all__ = [
     "RecipeArguments",
     "data_arguments_class",
     "data_config",
+    "parse_argument_groups",
     "parse_recipe_args",
 ]
 
@@ -322,20 +323,23 @@ def _load_file(path: str, groups: Sequence[type]) -> dict[str, Any]:
     return data
 
 
-def parse_recipe_args(
-    argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None
-) -> RecipeArguments:
-    """Parse CLI flags, a ``.yaml``/``.json`` file, or a file followed by overriding flags.
+def parse_argument_groups(
+    groups: Sequence[type],
+    argv: Sequence[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> tuple[Any, ...]:
+    """One instance of each dataclass of ``groups``, from CLI flags, a ``.yaml``/``.json`` file,
+    or a file followed by overriding flags (``HfArgumentParser``).
 
     Args:
+        groups: the argument dataclasses (their field names must not clash).
         argv: the arguments (default ``sys.argv[1:]``).
         defaults: the recipe's own defaults (e.g. its ``output_dir``), under the file and flags.
     """
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    groups = _groups()
-    parser = HfArgumentParser(groups)
+    parser = HfArgumentParser(list(groups))
     base = dict(defaults or {})
     if argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
         if not os.path.isfile(argv[0]):
@@ -344,8 +348,20 @@ def parse_recipe_args(
         argv = argv[1:]
     if base:
         parser.set_defaults(**base)
-    model, data, train, hub = parser.parse_args_into_dataclasses(args=argv)
-    return RecipeArguments(model, data, train, hub)
+    return tuple(parser.parse_args_into_dataclasses(args=argv))
+
+
+def parse_recipe_args(
+    argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None
+) -> RecipeArguments:
+    """Parse CLI flags, a ``.yaml``/``.json`` file, or a file followed by overriding flags
+    (:func:`parse_argument_groups` over the model, data, training and Hub options).
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+        defaults: the recipe's own defaults (e.g. its ``output_dir``), under the file and flags.
+    """
+    return RecipeArguments(*parse_argument_groups(_groups(), argv, defaults))
 
 
 def data_config(data: Any, train: TrainConfig) -> DataConfig:
