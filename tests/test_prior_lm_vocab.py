@@ -8,6 +8,7 @@ import torch
 from train_helpers import tiny_data, tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 
+from mmvq.hub.safety import DATA_SUFFIXES
 from mmvq.prior import ConstrainedLogitsProcessor, MultimodalTokenizer
 from mmvq.prior.glue import encode_examples
 from mmvq_adapters.text_utils import train_bpe_tokenizer
@@ -65,6 +66,8 @@ def test_save_load_lm_mode(setup, tmp_path) -> None:
     model, train, tok, _ = setup
     tok.save_pretrained(tmp_path)
     assert (tmp_path / "lm_tokenizer" / "tokenizer.json").is_file()
+    # data file types only: a Hub download of the prior's folder fetches every one
+    assert all(p.suffix in DATA_SUFFIXES for p in tmp_path.rglob("*") if p.is_file())
     loaded = MultimodalTokenizer.from_pretrained(tmp_path, model=model)
     examples = [{"image": train[i]["image"], "text": train[i]["text"]} for i in range(3)]
     assert loaded(examples)["input_ids"] == tok(examples)["input_ids"]

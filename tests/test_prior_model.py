@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from mmvq.hub.safety import DATA_SUFFIXES, RemoteCodeError
 from mmvq.prior import MultimodalPrior, MultimodalTokenizer, PriorCollator, PriorConfig, SpanSpec
 from mmvq.prior.generation import PriorSamplingConfig, _chunks
 
@@ -52,6 +53,24 @@ def test_save_load_round_trip(tmp_path) -> None:
     )
     with pytest.raises(FileNotFoundError, match="not a saved mmvq prior"):
         MultimodalPrior.from_pretrained(tmp_path / "lm")
+
+
+def test_a_prior_folder_with_code_is_refused(tmp_path) -> None:
+    prior = tiny_prior()
+    prior.save_pretrained(tmp_path / "prior")
+    saved = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert saved and all(p.suffix in DATA_SUFFIXES for p in saved)  # all a Hub download fetches
+    evil = tmp_path / "prior" / "lm" / "modeling_evil.py"
+    evil.write_text("raise SystemExit('ran')\n")
+    with pytest.raises(RemoteCodeError, match=r"carries code .*lm/modeling_evil\.py"):
+        MultimodalPrior.from_pretrained(tmp_path)  # the directory holding prior/
+    evil.unlink()
+    config = tmp_path / "prior" / "lm" / "config.json"
+    config.write_text(
+        json.dumps({**json.loads(config.read_text()), "auto_map": {"AutoModel": "x"}})
+    )
+    with pytest.raises(RemoteCodeError, match=r"an 'auto_map' in lm/config\.json"):
+        MultimodalPrior.from_pretrained(tmp_path / "prior")
 
 
 def test_same_seed_same_samples() -> None:

@@ -13,7 +13,8 @@ Layout of a saved prior::
     lm/generation_config.json
 
 The tokenizer model (the :class:`mmvq.MultimodalVQ` whose codes the prior models) is saved
-separately; ``from_pretrained(dir, model=...)`` attaches it.
+separately; ``from_pretrained(dir, model=...)`` attaches it. On the Hub the prior is the
+``prior/`` folder of the tokenizer model's repo (:mod:`mmvq.prior.hub`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from mmvq.hub.safety import check_data_folder
+from mmvq.prior.hub import PRIOR_SUBFOLDER, push_prior, resolve_prior_dir
 from mmvq.prior.tokenizer import MultimodalTokenizer
 from mmvq.prior.vocab import read_format_file
 from mmvq.utils.checks import check_int, check_number, check_positive_int
 from mmvq.utils.configs import check_known_fields
 
-__all__ = ["LM_DIR", "PRIOR_CONFIG_FILE", "MultimodalPrior", "PriorConfig"]
+__all__ = ["LM_DIR", "PRIOR_CONFIG_FILE", "PRIOR_SUBFOLDER", "MultimodalPrior", "PriorConfig"]
 
 PRIOR_CONFIG_FILE = "prior_config.json"
 LM_DIR = "lm"
@@ -172,6 +175,11 @@ class MultimodalPrior:
         self.lm.save_pretrained(str(path / LM_DIR), safe_serialization=True)
         return path
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload the prior to the ``prior/`` folder of ``repo_id`` (the tokenizer model's repo);
+        keyword arguments as :func:`mmvq.prior.hub.push_prior`. Returns the commit URL."""
+        return push_prior(self, repo_id, **kwargs)
+
     @classmethod
     def from_pretrained(
         cls,
@@ -179,15 +187,23 @@ class MultimodalPrior:
         *,
         model: Any = None,
         device: str | torch.device | None = None,
+        **hub_kwargs: Any,
     ) -> MultimodalPrior:
-        """Load a saved prior: safetensors weights, ``trust_remote_code=False``, local files.
+        """Load a saved prior: safetensors weights, ``trust_remote_code=False``; a folder holding
+        a code file or an ``auto_map`` is refused before anything in it is read
+        (:class:`~mmvq.hub.safety.RemoteCodeError`).
 
         Args:
-            directory: what :meth:`save_pretrained` wrote.
+            directory: what :meth:`save_pretrained` wrote, a directory whose ``prior/`` folder
+                holds it, or a Hub repo id (its ``prior/`` folder is downloaded).
             model: the tokenizer model (:class:`mmvq.MultimodalVQ`) to attach for outputs.
             device: where to put the LM.
+            hub_kwargs: ``subfolder``, ``revision``, ``token``, ``cache_dir``,
+                ``local_files_only`` (:func:`mmvq.prior.hub.resolve_prior_dir`).
         """
-        path = Path(directory)
+        path = resolve_prior_dir(directory, PRIOR_CONFIG_FILE, **hub_kwargs)
+        if path.is_dir():
+            check_data_folder(path)  # no code (.py, auto_map) from a prior's folder, ever
         data = read_format_file(
             path / PRIOR_CONFIG_FILE,
             FORMAT,
