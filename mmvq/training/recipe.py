@@ -208,16 +208,19 @@ def recipe_main(
     return run_recipe(parse_recipe_args(argv, defaults))
 
 
-def recipe_script(defaults: Mapping[str, Any] | None = None) -> int:
-    """What a recipe script runs: :func:`recipe_main` on ``sys.argv``, an error reported as one
-    line on stderr with exit code 2 (as the ``mmvq`` command does; ``MMVQ_DEBUG=1`` prints the
-    traceback instead). Returns the exit code."""
+def recipe_script(
+    defaults: Mapping[str, Any] | None = None, main: Callable[..., Any] | None = None
+) -> int:
+    """What a recipe script runs: ``main`` (default :func:`recipe_main`; another recipe's entry,
+    e.g. :func:`mmvq.prior.recipe.prior_recipe_main`) on ``sys.argv`` with ``defaults``, an error
+    reported as one line on stderr with exit code 2 (as the ``mmvq`` command does;
+    ``MMVQ_DEBUG=1`` prints the traceback instead). Returns the exit code."""
     import os
     import sys
     import traceback
 
     try:
-        recipe_main(defaults=defaults)
+        (main or recipe_main)(defaults=defaults)
     except KeyboardInterrupt:
         print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
         return 130
