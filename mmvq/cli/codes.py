@@ -1,5 +1,6 @@
 """``mmvq encode`` (inputs -> codes JSON), ``mmvq decode`` (codes JSON -> files) and ``mmvq
-generate`` (inputs -> N variations of other modalities, by code-level temperature sampling)."""
+generate`` (inputs -> N variations of other modalities, by code-level temperature sampling; with
+``--prior``, samples of a prior over the codes: :mod:`mmvq.cli.prior`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mmvq.cli.models import (
     write_postprocessed,
 )
 from mmvq.cli.parser import ModalityOptions, subcommand
+from mmvq.cli.prior import generate_with_prior, prior_arguments
 
 
 def _encode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,15 +179,17 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top-k",
         type=int,
-        default=16,
-        help="sample among the k nearest codes; 0 = all (default: 16)",
+        help="sample among the k nearest codes (with --prior: the k likeliest ids); 0 = all "
+        "(default: 16; with --prior: all)",
     )
+    prior_arguments(parser)
     parser.add_argument("--seed", type=int, help="seed of the sampling (default: random)")
     parser.add_argument(
         "--batch-size",
         type=int,
         default=16,
-        help="outputs decoded (and written) at a time: bounds the memory (default: 16)",
+        help="outputs decoded (and written) at a time, with --prior the sequences sampled at a "
+        "time: bounds the memory (default: 16)",
     )
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="directory for the outputs (+ codes.json)"
@@ -196,7 +200,10 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
         "source token's code is sampled from softmax(-||z - e_k||^2 / (T * D)) over its top-k "
         "nearest codes, and every sampled code sequence is translated by the decoder (T = 0 gives "
         "plain translation). DIR/codes.json keeps the sampled source codes: `mmvq decode MODEL "
-        "DIR/codes.json` with the same --to targets reproduces the outputs."
+        "DIR/codes.json` with the same --to targets reproduces the outputs. With --prior PRIOR "
+        "the samples come from a prior over MODEL's codes instead (recipes/train_prior.py): "
+        "no source gives unconditional samples, a source gives samples of one --to modality "
+        "conditioned on it; --temperature 0 is greedy, --top-k/--top-p filter the prior's ids."
     )
 
 
@@ -217,15 +224,16 @@ def generate_command(args: argparse.Namespace) -> int:
     from mmvq.outputs.codes_file import codes_to_dict
 
     values = named_values(args.source_inputs, args.from_inputs, args.from_json, "--from")
-    if not values:
+    if not values and not args.prior:
         raise ValueError(
             "give at least one source after MODEL: --from-<modality> VALUE (or --from "
             "MODALITY=VALUE)"
         )
     _check_generate_options(args, values)
-    sampling = SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k or None, seed=args.seed
-    )
+    if args.prior:
+        return generate_with_prior(args, values)
+    top_k = DEFAULT_TOP_K if args.top_k is None else args.top_k
+    sampling = SamplingConfig(temperature=args.temperature, top_k=top_k or None, seed=args.seed)
     model = load_model(args)
     batch = prepare_batch(model, values, lambda m: f"--from-{m}")
     targets = args.to or [m for m in model.modalities if m not in values]
@@ -265,17 +273,20 @@ def generate_command(args: argparse.Namespace) -> int:
 
 MAX_GENERATED = 100_000
 """Outputs one ``mmvq generate`` call writes at most (inputs x --num-samples)."""
+DEFAULT_TOP_K = 16
+"""``--top-k`` of code-level sampling when not given (with ``--prior``: all ids)."""
 
 
 def _check_generate_options(args: argparse.Namespace, values: dict[str, list]) -> None:
-    """The numeric options, and the number of outputs, before the model is loaded."""
+    """The numeric options, and the number of outputs, before the model is loaded (no
+    ``values``, with ``--prior``: ``--num-samples`` unconditional outputs)."""
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.top_k < 0:
+    if args.top_k is not None and args.top_k < 0:
         raise ValueError(f"--top-k must be >= 0 (0: all codes), got {args.top_k}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    inputs = max(len(v) for v in values.values())
+    inputs = max((len(v) for v in values.values()), default=1)
     if inputs * args.num_samples > MAX_GENERATED:
         raise ValueError(
             f"--num-samples {args.num_samples} x {inputs} input(s) asks for "
