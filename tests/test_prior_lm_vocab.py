@@ -38,9 +38,11 @@ def test_vocabulary_appends_after_the_base_tokenizer(setup) -> None:
     assert min(min(p) for p in v.markers.values()) >= base_size
     assert tok.modalities == ["image", "text"] and list(v.lm_modalities) == ["text"]
     lo, hi = tok.code_range("detail")
-    assert lo == len(tok.base_tokenizer) and hi - lo == model.config.codebook.num_codes
-    assert tok.vocab_size == hi
-    assert [s.modality for s in tok.spans] == ["image"]  # text has no code span here
+    assert hi - lo == model.config.codebook.num_codes
+    ranges = sorted([tok.code_range("concept"), (lo, hi)])  # both levels, after the base
+    assert ranges[0][0] == len(tok.base_tokenizer) and ranges[0][1] == ranges[1][0]
+    assert tok.vocab_size == ranges[1][1]
+    assert {s.modality for s in tok.spans} == {"image"}  # text has no code span here
 
 
 def test_text_stays_the_base_tokenizers_tokens(setup) -> None:

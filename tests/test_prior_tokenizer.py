@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from train_helpers import tiny_data, tiny_model
 
+from mmvq.concept import MultimodalCodes
 from mmvq.prior import MalformedSequenceError, MultimodalTokenizer, SpanSpec
 from mmvq.prior.glue import encode_examples
 
@@ -216,7 +217,9 @@ def test_real_model_examples_encode_and_decode() -> None:
     train, _ = tiny_data(6, 2)
     tok = MultimodalTokenizer.from_model(model, padding={"image": False})
     assert [(s.modality, s.level, s.length, s.padding) for s in tok.spans] == [
+        ("image", "concept", 4, False),
         ("image", "detail", 64, False),
+        ("text", "concept", 4, False),
         ("text", "detail", 48, True),
     ]
     examples = [{"image": train[i]["image"], "text": train[i]["text"]} for i in range(4)]
@@ -231,8 +234,12 @@ def test_real_model_examples_encode_and_decode() -> None:
     assert len(outputs["image"]) == 5 and outputs["image"][4] is None
     assert outputs["image"][0].size == (16, 16)
     assert all(isinstance(t, str) for t in outputs["text"])
-    # the outputs are the model's own decoding of those codes
-    recon = model.decode({"text": codes[("text", "detail")][:1]}, targets=["text"])
+    # the outputs are the model's own decoding of those codes (both levels)
+    both = MultimodalCodes(
+        concept={"text": codes[("text", "concept")][:1]},
+        detail={"text": codes[("text", "detail")][:1]},
+    )
+    recon = model.decode(both, targets=["text"])
     assert outputs["text"][0] == model.postprocess(recon)["text"][0]
 
 

@@ -68,7 +68,9 @@ def test_codes_are_encoded_once_and_cached(tmp_path) -> None:
     assert (tmp_path / files[0].split("/")[-1]).stat().st_mtime_ns == mtime  # loaded, not rewritten
     assert again["codes.image.detail"] == first["codes.image.detail"]
     assert sorted(first.column_names) == [
+        "codes.image.concept",
         "codes.image.detail",
+        "codes.text.concept",
         "codes.text.detail",
         "colour",
         "index",
@@ -76,7 +78,12 @@ def test_codes_are_encoded_once_and_cached(tmp_path) -> None:
     # another model (other weights) is another cache entry
     other = encode_dataset(tiny_model(seed=1).eval(), train, batch_size=5, cache_dir=tmp_path)
     assert [f["filename"] for f in other.cache_files] != files
-    assert observed_padding(first) == {("image", "detail"): False, ("text", "detail"): True}
+    assert observed_padding(first) == {
+        ("image", "concept"): False,
+        ("image", "detail"): False,
+        ("text", "concept"): False,
+        ("text", "detail"): True,
+    }
     # the codes are the model's own
     batch = model.prepare([{"image": train[0]["image"], "text": train[0]["text"]}])
     codes = split_codes(model.encode(batch))

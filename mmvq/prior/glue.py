@@ -4,17 +4,12 @@ Everything else in :mod:`mmvq.prior` works on *span codes*: ``{(modality, level)
 with ``-1`` at padding positions and in rows that lack the modality. This module turns a model's
 outputs into span codes and back:
 
-* :func:`model_spans`: the layout. ``model.code_layout()`` (a list of objects with ``modality``,
-  ``level``, ``length``, ``num_codes``) when the model has it; otherwise today's detail-only
-  layout from ``model.num_tokens()`` and ``model.config.codebook.num_codes`` (level ``"detail"``).
-* :func:`split_codes`: ``model.encode(batch)``'s result -> span codes. A result with ``.concept``
-  / ``.detail`` dicts (``MultimodalCodes``) gives both levels; a plain dict is detail codes.
-* :func:`decode_span_codes`: span codes -> ``model.decode(...)``: a plain ``{modality: codes}``
-  dict when only detail codes are given (today's API); otherwise ``MultimodalCodes(concept=...,
-  detail=...)`` imported from :mod:`mmvq.model`.
+* :func:`model_spans`: the layout, ``model.code_layout()`` (:class:`mmvq.concept.CodeSpan`).
+* :func:`split_codes`: ``model.encode(batch)``'s :class:`mmvq.concept.MultimodalCodes` (or a plain
+  ``{modality: detail codes}`` dict, read by ``MultimodalCodes.from_mapping``) -> span codes.
+* :func:`decode_span_codes`: span codes -> ``model.decode(MultimodalCodes(concept=...,
+  detail=...))``.
 * :func:`encode_examples` (``model.prepare`` then ``model.encode``) and :func:`postprocess`.
-
-When the concept level lands, only this module changes.
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmvq.concept import LEVELS, MultimodalCodes
 from mmvq.prior.vocab import SpanSpec
 
 __all__ = [
@@ -40,9 +36,7 @@ __all__ = [
     "split_codes",
 ]
 
-DETAIL = "detail"
-CONCEPT = "concept"
-LEVELS = (CONCEPT, DETAIL)
+CONCEPT, DETAIL = LEVELS
 
 SpanCodes = dict[tuple[str, str], Tensor]
 """``{(modality, level): long [B, L]}``, ``-1`` at padding and in rows lacking the modality."""
@@ -87,12 +81,7 @@ def model_spans(
         modalities: keep only these modalities (default: all).
     """
     _check_model(model)
-    layout = getattr(model, "code_layout", None)
-    if callable(layout):
-        raw = [(c.modality, c.level, int(c.length), int(c.num_codes)) for c in layout()]
-    else:
-        k = int(model.config.codebook.num_codes)
-        raw = [(m, DETAIL, int(n), k) for m, n in model.num_tokens().items()]
+    raw = [(c.modality, c.level, int(c.length), int(c.num_codes)) for c in model.code_layout()]
     _check_subset("levels", levels, {r[1] for r in raw}, "code level")
     _check_subset("modalities", modalities, {r[0] for r in raw}, "modality")
     padding = dict(padding or {})
@@ -108,21 +97,15 @@ def model_spans(
 
 
 def split_codes(codes: Any) -> SpanCodes:
-    """``model.encode``'s result (``MultimodalCodes`` or a detail dict) -> span codes."""
-    if hasattr(codes, "detail") or hasattr(codes, "concept"):
-        out: SpanCodes = {}
-        for level in LEVELS:
-            for m, c in (getattr(codes, level, None) or {}).items():
-                out[(m, level)] = c
-        return out
-    if isinstance(codes, Mapping):
-        if all(isinstance(k, tuple) and len(k) == 2 for k in codes):
-            return dict(codes)
-        return {(m, DETAIL): c for m, c in codes.items()}
-    raise TypeError(
-        "codes must be model.encode(...)'s result (a {modality: tensor} dict or MultimodalCodes) "
-        f"or span codes {{(modality, level): tensor}}, got {type(codes).__name__}"
-    )
+    """``model.encode``'s result (``MultimodalCodes``, or a detail dict), or span codes
+    ``{(modality, level): tensor}`` as they are -> span codes."""
+    if isinstance(codes, Mapping) and codes and all(isinstance(k, tuple) for k in codes):
+        return dict(codes)
+    return {
+        (m, level): c
+        for level, by_modality in MultimodalCodes.from_mapping(codes).levels()
+        for m, c in by_modality.items()
+    }
 
 
 @torch.no_grad()
@@ -164,19 +147,7 @@ def decode_span_codes(model: Any, codes: SpanCodes, targets: Sequence[str]) -> d
     was_training = model.training
     model.eval()
     try:
-        if set(by_level) <= {DETAIL}:
-            return model.decode(by_level.get(DETAIL, {}), targets=list(targets))
-        from mmvq import model as model_module
-
-        multimodal_codes = getattr(model_module, "MultimodalCodes", None)
-        if multimodal_codes is None:
-            raise TypeError(
-                f"span codes of levels {sorted(by_level)} need mmvq.model.MultimodalCodes, "
-                "which this mmvq does not have; give detail codes only"
-            )
-        packed = multimodal_codes(
-            concept=by_level.get(CONCEPT, {}), detail=by_level.get(DETAIL, {})
-        )
+        packed = MultimodalCodes(concept=by_level.get(CONCEPT, {}), detail=by_level.get(DETAIL, {}))
         return model.decode(packed, targets=list(targets))
     finally:
         model.train(was_training)
