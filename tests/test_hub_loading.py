@@ -60,7 +60,8 @@ def test_dtype_changes_the_parameter_dtype(saved: Path, kwargs: dict, expected) 
     batch = model.prepare([{"a": a, "b": b} for a, b in rows])  # inputs cast to the weights' dtype
     assert batch["a"]["values"].dtype == expected
     codes = model.encode(batch)
-    assert all(c.dtype == torch.long and c.shape[0] == 3 for c in codes.values())
+    levels = [c for _, level in codes.levels() for c in level.values()]
+    assert codes.detail and all(c.dtype == torch.long and c.shape[0] == 3 for c in levels)
     assert {r.dtype for r in model.decode(codes).values()} == {expected}
 
 
