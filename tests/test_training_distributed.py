@@ -62,6 +62,7 @@ def test_ddp_replicas_stay_identical_when_a_rank_lacks_a_modality(tmp_path, bala
     weights = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
     assert weights[0].keys() == weights[1].keys()
     assert any(k.startswith("model.codebook.") for k in weights[0])
+    assert any(k.startswith("model.concept.codebook.") for k in weights[0])  # concept level too
     assert any(k.startswith("balancer.") for k in weights[0])
     for name in weights[0]:  # parameters, codebook buffers, balancer state: bit-identical
         assert torch.equal(weights[0][name], weights[1][name]), name
