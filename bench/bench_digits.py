@@ -115,7 +115,7 @@ def ceilings(x_train, y_train, x_test, y_test) -> dict[str, float]:
     }
 
 
-def build(modalities: list[str], concepts: int):
+def build(modalities: list[str], concepts: int, concept_options: dict):
     from mmvq.training.recipe import build_model
     from mmvq.training.recipe_args import ModelArguments
 
@@ -132,7 +132,7 @@ def build(modalities: list[str], concepts: int):
         modalities=",".join(modalities),
         adapter_overrides={m: o for m, o in overrides.items() if m in modalities},
         num_codes=256,
-        concept={"num_concepts": concepts},
+        concept={**concept_options, "num_concepts": concepts},
     )
     return build_model(args)
 
@@ -142,6 +142,11 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=600)
     parser.add_argument(
         "--concepts", type=int, default=4, help="num_concepts (0: no concept level)"
+    )
+    parser.add_argument(
+        "--concept",
+        default="{}",
+        help='ConceptConfig overrides as JSON, e.g. \'{"codebook": {"restart_until": 100}}\'',
     )
     parser.add_argument("--audio", action="store_true", help="add spoken words (espeak-ng)")
     parser.add_argument("--test_fraction", type=float, default=0.3)
@@ -163,7 +168,7 @@ def main() -> None:
     )
     ceiling = ceilings(x_train, y_train, x_test, y_test)
     torch.manual_seed(args.seed)
-    model = build(modalities, args.concepts)
+    model = build(modalities, args.concepts, json.loads(args.concept))
     shutil.rmtree(args.output_dir, ignore_errors=True)  # the bench owns its output folder
     config = TrainConfig(
         output_dir=args.output_dir,

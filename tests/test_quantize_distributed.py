@@ -89,6 +89,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 **overrides,
             )
             cb = SharedCodebook(cfg, ["a", "b"]).train()
+            cb.tolerate_nonfinite = True  # as the training loop sets it: a NaN step is skipped
             gen = torch.Generator().manual_seed(1000 + rank)  # different data on each rank
             torch.manual_seed(rank)  # and different local sampling
             for step, mods in enumerate(SCHEDULE[rank], start=1):

@@ -444,7 +444,8 @@ def test_empty_dataset_fails_before_training(tmp_path, data):
 
 def test_batch_larger_than_dataset_with_drop_last_fails_before_training(tmp_path, data):
     train_ds, _ = data
-    with pytest.raises(DataError, match=r"batch_size=8 is larger than the dataset \(4 rows\)"):
+    too_large = r"batch_size=8 is larger than the dataset \(4 usable rows\)"
+    with pytest.raises(DataError, match=too_large):
         train(
             tiny_model(), train_ds.select(range(4)), tiny_config(tmp_path, per_device_batch_size=8)
         )

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmvq.quantize import SharedCodebook
 from mmvq.training.align import alignment_loss
 from mmvq.training.checkpoint import save_checkpoint
 from mmvq.training.config import TrainConfig
@@ -475,14 +476,17 @@ def train(
     if not hasattr(model, "adapters") or not hasattr(model, "codebook"):
         raise TypeError(f"train: model must be a mmvq.MultimodalVQ, got {type(model).__name__}")
     run = setup_training(model, train_data, cfg, eval_data, translation_scorers, column_map)
-    codebook = run.modules.net.codebook
-    codebook.tolerate_nonfinite = True  # a diverging step is skipped, not raised
+    # a diverging step is skipped, not raised, by every codebook (detail and concept)
+    codebooks = [m for m in run.modules.net.modules() if isinstance(m, SharedCodebook)]
+    for codebook in codebooks:
+        codebook.tolerate_nonfinite = True
     try:
         loop = Loop(run)
         metrics = loop.run()
         run.accelerator.end_training()
     finally:
-        codebook.tolerate_nonfinite = False
+        for codebook in codebooks:
+            codebook.tolerate_nonfinite = False
         run.release()
     return TrainResult(
         model=run.modules.net,

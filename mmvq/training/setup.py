@@ -373,6 +373,7 @@ def setup_training(
     run_dir = RunDirectory(check_output_dir(cfg.output_dir))
     accelerator = _accelerator(cfg, run_dir)
     identity = run_identity(cfg, model_fingerprint(model), train_data)
+    fresh = not run_dir.run_file.exists()
     lock = _claim(accelerator, run_dir, identity, cfg)
     try:
         run = _setup(
@@ -380,6 +381,8 @@ def setup_training(
         )
     except BaseException:
         if lock is not None:
+            if fresh:  # a run refused before its first step leaves the directory unclaimed
+                run_dir.run_file.unlink(missing_ok=True)
             lock.release()
         raise
     run.run_id, run.lock = identity.fingerprint, lock
