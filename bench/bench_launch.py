@@ -42,7 +42,15 @@ def _args() -> argparse.Namespace:
 
 
 def _commands(max_steps: int, out: Path) -> dict[str, list[str]]:
-    recipe = [str(RECIPE), "--max_steps", str(max_steps), "--report_to", "none"]
+    # each round starts the same run over in the bench's own folders
+    recipe = [
+        str(RECIPE),
+        "--max_steps",
+        str(max_steps),
+        "--report_to",
+        "none",
+        "--overwrite_output_dir",
+    ]
     return {
         "accelerate launch": [
             sys.executable,
