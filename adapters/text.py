@@ -388,7 +388,6 @@ class TextAdapter(ModalityAdapter):
                 "pass the directory the model was saved to."
             )
         check_data_folder(path)  # no tokenizer code (auto_map, .py) is ever imported
-        tok = AutoTokenizer.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=False
-        )
+        saved = str(path)
+        tok = AutoTokenizer.from_pretrained(saved, local_files_only=True, trust_remote_code=False)
         self._set_tokenizer(tok)
