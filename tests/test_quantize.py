@@ -336,6 +336,21 @@ def test_assign_overrides_the_nearest_codes() -> None:
             cb({"a": z.detach()}, assign=bad)
 
 
+def test_batch_stats_follow_own_nearest_codes_not_the_assignment() -> None:
+    """A joint assignment puts paired samples on one code; the logged agreement and usage must
+    still be those of each modality's own nearest codes (what encoding gives), not 1.0."""
+    cb = make(modalities=["a", "b"], num_codes=4, code_dim=4).train()
+    set_codes(cb, torch.eye(4))
+    za = torch.eye(4)[[0, 1]].view(2, 1, 4)  # sample 0 -> code 0, sample 1 -> code 1
+    zb = torch.eye(4)[[0, 2]].view(2, 1, 4)  # sample 0 -> code 0, sample 1 -> code 2
+    same = torch.tensor([[0], [1]])
+    out = cb({"a": za, "b": zb}, assign={"a": same, "b": same})
+    assert torch.equal(out.codes["b"], same)  # the outputs follow the assignment
+    assert out.stats["agreement/a-b"] == pytest.approx(0.5)  # sample 0 agrees, sample 1 not
+    assert out.stats["usage/b"] == pytest.approx(2 / 4)
+    assert out.stats["overlap/a-b"] == pytest.approx(1 / 3)  # {0, 1} vs {0, 2}
+
+
 # ------------------------------------------------------------------------ stats
 def test_forward_stats_exact_on_constructed_codes() -> None:
     cb = make(num_codes=8, code_dim=8).eval()

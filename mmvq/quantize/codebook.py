@@ -303,7 +303,10 @@ class SharedCodebook(nn.Module):
                 least one real token: an all-padding sample is an error, not silently skipped.
             assign: optional per modality long ``[B, N_m]``: use these codes instead of the
                 nearest ones (the concept level's joint assignment of paired samples). The
-                commitment loss, the straight-through output and the statistics follow them.
+                commitment loss, the straight-through output and the EMA statistics follow
+                them; the batch statistics (usage, overlap, agreement) are those of each
+                modality's own nearest codes, what :meth:`lookup` gives at inference, so that a
+                joint assignment cannot make paired samples look as if they agreed.
 
         In training mode this updates the EMA statistics (all-reduced when distributed), runs the
         k-means init on the first call, and restarts dead codes every ``restart_every`` calls.
@@ -339,7 +342,8 @@ class SharedCodebook(nn.Module):
         finite = check_data(
             z, masks, required, losses, allow_nonfinite=self.training and self.tolerate_nonfinite
         )
-        stats = self._batch_stats(codes, {m: a.counts for m, a in assigned.items()})
+        own, hists = self._own_codes(z, masks, flat, chosen, codes, assigned)
+        stats = self._batch_stats(own, hists)
         if self.training and self.is_initialized():
             self._train_step(assigned, weight, finite)
         return QuantizerOutput(z_q=z_q, codes=codes, loss=losses, stats=stats)
@@ -393,6 +397,35 @@ class SharedCodebook(nn.Module):
             return out.view(b, n, -1), idx.view(b, n)
         codes = torch.full((b, n), -1, dtype=torch.long, device=z.device).index_put_((mask,), idx)
         return z.index_put((mask,), out), codes
+
+    @torch.no_grad()
+    def _own_codes(
+        self,
+        z: dict[str, Tensor],
+        masks: dict[str, Tensor | None],
+        flat: dict[str, Tensor],
+        chosen: dict[str, Tensor],
+        codes: dict[str, Tensor],
+        assigned: dict[str, ema.Assigned],
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Each modality's own nearest codes ``[B, N_m]`` and code counts (of modalities with
+        real tokens): ``codes`` itself where no assignment was given."""
+        own, hists = dict(codes), {m: a.counts for m, a in assigned.items()}
+        lookup = self._codes().detach()
+        for m in chosen:
+            idx = nearest(flat[m].detach().float(), lookup, self.config.memory_budget_mb)
+            b, n = z[m].shape[:2]
+            mask = masks[m]
+            own[m] = (
+                idx.view(b, n)
+                if mask is None
+                else torch.full((b, n), -1, dtype=torch.long, device=idx.device).index_put_(
+                    (mask,), idx
+                )
+            )
+            if m in hists:
+                hists[m] = torch.bincount(idx, minlength=self.config.num_codes)
+        return own, hists
 
     @torch.no_grad()
     def _batch_stats(self, codes: dict[str, Tensor], hists: dict[str, Tensor]) -> dict[str, Tensor]:
