@@ -227,6 +227,10 @@ class AudioAdapter(ModalityAdapter):
             start = int(torch.randint(0, extra + 1, ()).item())
         return start, target
 
+    def preprocess_is_deterministic(self) -> bool:
+        """Deterministic unless long clips are cropped at random (``crop="random"``)."""
+        return self.config.crop != "random"
+
     def bad_inputs(self) -> list[BadInput]:
         """Every input ``preprocess`` rejects (run by :func:`mmvq.testing.check_adapter`)."""
         sr = self.config.sample_rate

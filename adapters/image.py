@@ -204,6 +204,10 @@ class ImageAdapter(ModalityAdapter):
         pixels = self.transform(image).clamp(0.0, 1.0)
         return {"pixel_values": pixels * 2.0 - 1.0}
 
+    def preprocess_is_deterministic(self) -> bool:
+        """Deterministic unless the config crops at random (``random_crop``)."""
+        return not self.config.random_crop
+
     def bad_inputs(self) -> list[BadInput]:
         """Inputs that :meth:`preprocess` rejects (run by ``mmvq.testing.check_adapter``)."""
         not_image = Path(tempfile.gettempdir()) / "mmvq_image_bad_input_not_an_image.txt"

@@ -232,6 +232,10 @@ class TextAdapter(ModalityAdapter):
             texts = [texts]
         return self.collate([self.preprocess(t) for t in texts])
 
+    def preprocess_is_deterministic(self) -> bool:
+        """Always: one string, one tokenisation."""
+        return True
+
     def bad_inputs(self) -> list[BadInput]:
         bad = [
             BadInput("None", None, "text is None"),

@@ -237,6 +237,13 @@ class ModalityAdapter(nn.Module, ABC):
         """Inputs that ``preprocess`` must reject, for :func:`mmvq.testing.check_adapter`."""
         return []
 
+    def preprocess_is_deterministic(self) -> bool:
+        """Whether ``preprocess`` always turns one example into the same tensors (no random
+        augmentation). Only then may a dataset keep its result and hand it out again
+        (:class:`mmvq.data.MultimodalDataset` with ``cache=True``). ``False`` unless an adapter
+        says otherwise."""
+        return False
+
     # ----------------------------------------------------------------- model side
     @abstractmethod
     def num_tokens(self) -> int:

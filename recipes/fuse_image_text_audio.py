@@ -42,6 +42,7 @@ DEFAULTS = dict(
     eval_every=200,
     save_every=200,
     max_eval_samples=64,
+    cache_examples=True,  # the rows are preprocessed once and kept in memory
 )
 
 if __name__ == "__main__":

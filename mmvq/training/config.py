@@ -130,6 +130,15 @@ class TrainConfig:
         default=True, metadata=_help("Drop the last incomplete training batch.")
     )
     dataloader_num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    cache_examples: bool = field(
+        default=False,
+        metadata=_help(
+            "Keep each preprocessed example in memory after its first use (map-style data whose "
+            "adapters preprocess deterministically; ignored, with a log line, otherwise). For "
+            "data small enough to hold, where preprocessing takes a real share of each step "
+            "(with dataloader_num_workers=0; a worker's cache lasts one epoch)."
+        ),
+    )
     gan_weight: float = field(
         default=0.1, metadata=_help("Weight of the GAN generator loss (0: no GAN head at all).")
     )

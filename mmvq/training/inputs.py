@@ -65,7 +65,9 @@ def _checked(
         num_workers=cfg.dataloader_num_workers,
     )
     keep = None if summary.num_rows is None else good_rows(summary, summary.num_rows)
-    wrapped = as_torch_dataset(ds, adapters, cmap, on_bad_row=cfg.on_bad_row, indices=keep)
+    wrapped = as_torch_dataset(
+        ds, adapters, cmap, on_bad_row=cfg.on_bad_row, indices=keep, cache=cfg.cache_examples
+    )
     return CheckedData(wrapped, 0 if summary.num_rows is None else len(summary.bad_rows))
 
 
