@@ -61,6 +61,10 @@ def test_recipe_defaults_parse_and_flags_override(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="--model is required"):
         parse_prior_args([])
+    # run identity's flags, as the tokenizer recipe's
+    args = parse_prior_args(["--model", "m", "--overwrite_output_dir"])
+    assert args.train.overwrite_output_dir is True
+    assert parse_prior_args(["--model", "m"]).train.overwrite_output_dir is False
 
 
 def test_recipe_trains_saves_and_pushes_beside_the_tokenizer_model(
