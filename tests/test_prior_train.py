@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import clean_accelerate, tiny_data, tiny_model  # noqa: F401 (autouse fixture)
 
+from mmvq.hub.card_inputs import cell
 from mmvq.prior import MultimodalPrior, PriorCollator, PriorConfig, PriorTrainConfig, train_prior
 from mmvq.prior.data import encode_dataset, observed_padding
 from mmvq.prior.glue import split_codes
@@ -48,6 +49,11 @@ def test_train_prior_writes_a_loadable_prior(tmp_path) -> None:
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
     assert any("eval_loss" in r for r in log)
     assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    # the final prior's model card shows the run's metrics (and keeps them beside it)
+    card = (out / "final" / "README.md").read_text()
+    assert f"| eval_loss | {cell(metrics['eval_loss'])} |" in card
+    assert f"| eval_perplexity | {cell(metrics['eval_perplexity'])} |" in card
+    assert json.loads((out / "final" / "eval_results.json").read_text()) == metrics
     prior = MultimodalPrior.from_pretrained(out / "final", model=model)
     assert prior.tokenizer.vocab == result.prior.tokenizer.vocab
     # the tokenizer's padding comes from the data: captions pad, images never do

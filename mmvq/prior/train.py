@@ -11,7 +11,7 @@
         loss = lm(input_ids, attention_mask, labels).loss    # next-id cross-entropy
         backward; clip; AdamW step; LR schedule (warm-up + cosine)
         log / evaluate (teacher-forced loss) / checkpoint
-    OUTPUT_DIR/final = prior.save_pretrained(...); metrics.json
+    metrics.json; OUTPUT_DIR/final = prior.save_pretrained(..., metrics=...)  # + model card
 
 The conventions are :func:`mmvq.train`'s: seed before anything random is built, tqdm on the main
 process, trackers through Accelerate, atomic checkpoints with exact resume
@@ -204,6 +204,8 @@ def train_prior(
         metrics["encode_seconds"] = round(encode_seconds, 3)
         if acc.is_main_process:
             run_dir.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            loop.prior.save_pretrained(run_dir.final, metrics=metrics)  # its card shows them
+        acc.wait_for_everyone()
         acc.end_training()
     finally:
         if lock is not None:
@@ -422,9 +424,6 @@ class _PriorLoop:
         eval_loss = self._evaluate()
         self.prior.lm = acc.unwrap_model(self.lm)
         self.prior.lm.eval()
-        if acc.is_main_process:
-            self.prior.save_pretrained(self.run_dir.final)
-        acc.wait_for_everyone()
         return {
             "eval_loss": round(eval_loss, 6),
             "eval_perplexity": round(math.exp(min(eval_loss, 50.0)), 4),
