@@ -9,6 +9,11 @@ this trains the prior on the same built-in "shapes" data on the CPU:
     python recipes/train_prior.py                      # -> outputs/train_prior/final
     python recipes/train_prior.py --model DIR --max_steps 200 --output_dir /tmp/prior
     python recipes/train_prior.py run.yaml --max_steps 50          # a config file, then flags
+    python recipes/train_prior.py --max_steps 1200 --resume_from_checkpoint latest  # same run, on
+    python recipes/train_prior.py --seed 1 --overwrite_output_dir  # replaces the earlier run
+
+An output_dir holding another run (other options, data, seed, model or prior size) is refused
+with the fix; ``--overwrite_output_dir`` deletes that run's outputs (not the codes cache).
     mmvq generate outputs/fuse_image_text/final --prior outputs/train_prior/final --to image \
         --num-samples 10 --out samples/
 

@@ -372,6 +372,59 @@ def test_eval_on_a_jsonl_file(capsys, model_dir: Path, data_file: Path, tmp_path
     assert metrics["a_rec_loss"] == pytest.approx(float(direct.rec_loss_mean["a"]), rel=1e-5)
 
 
+def test_encode_a_data_file_writes_one_codes_row_per_row(
+    capsys, model_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    """``mmvq encode MODEL --data rows.jsonl --out codes.jsonl``: batched (5 rows in batches of
+    2), a progress bar, one line per row equal to encoding that row alone."""
+    out_file = tmp_path / "out" / "codes.jsonl"
+    code, out, err = run(
+        capsys, "encode", model_dir, "--data", data_file, "--out", out_file, "--batch-size", "2"
+    )
+    assert code == 0, err
+    assert out.split() == [str(out_file)] and "encoding" in err and "5/5" in err  # tqdm's bar
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [line["row"] for line in lines] == [0, 1, 2, 3, 4]
+    assert not (tmp_path / "out" / "codes.jsonl.tmp").exists()
+    model = MultimodalVQ.from_pretrained(model_dir)
+    rows = [json.loads(line) for line in data_file.read_text().splitlines()]
+    for line, row in zip(lines, rows):
+        alone = model.encode(_batch(model, a=[row["a"]], text=[row["text"]]))
+        assert set(line["codes"]) == {"a", "text"}  # b has no column: not encoded
+        assert line["codes"]["a"] == alone.detail["a"][0].tolist()
+        assert line["codes"]["text"] == alone.detail["text"][0].tolist()
+        assert line["concept_codes"]["text"] == alone.concept["text"][0].tolist()
+    # --level, --column/--modalities and --limit as mmvq eval reads DATA
+    run(capsys, "encode", model_dir, "--data", data_file, "--out", out_file, "--level", "detail",
+        "--modalities", "text", "--limit", "3")  # fmt: skip
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(lines) == 3 and all(set(r) == {"row", "codes"} for r in lines)
+    assert all(set(r["codes"]) == {"text"} for r in lines)
+    # a row that fails mid-file (the third batch): no codes file, not even a partial one
+    rows = [json.loads(line) for line in data_file.read_text().splitlines()]
+    rows[4]["a"] = rows[4]["a"][:3]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fresh = tmp_path / "fresh" / "codes.jsonl"
+    code, _, err = run(
+        capsys, "encode", model_dir, "--data", bad, "--out", fresh, "--batch-size", "2"
+    )
+    assert code == 2 and "must have length 8" in err
+    assert not list(fresh.parent.glob("codes.jsonl*"))
+    # bad uses: one line naming the fix
+    for extra, message in [
+        ([], "--data needs --out FILE.jsonl"),
+        (["--out", out_file, "--text", "hi"], "without --<modality> inputs"),
+        (["--out", out_file, "--batch-size", "0"], "--batch-size must be >= 1"),
+    ]:
+        code, _, err = run(capsys, "encode", model_dir, "--data", data_file, *extra)
+        assert_one_line_error(code, err, message)
+    code, _, err = run(
+        capsys, "encode", model_dir, "--data", tmp_path / "no.jsonl", "--out", out_file
+    )
+    assert_one_line_error(code, err, "DATA", "does not exist")
+
+
 def test_eval_on_a_saved_dataset_with_column_mapping(
     capsys, model_dir: Path, tmp_path: Path
 ) -> None:

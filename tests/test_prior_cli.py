@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from train_helpers import tiny_model
+from train_helpers import tiny_model, tiny_prior
 
 from mmvq.cli import main
-from mmvq.prior import MultimodalPrior, MultimodalTokenizer, PriorConfig
+from mmvq.prior import MultimodalPrior
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,7 @@ def dirs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("prior_cli")
     model = tiny_model(seed=1).eval()
     model.save_pretrained(str(root / "vq"))
-    tok = MultimodalTokenizer.from_model(model, padding={"image": False, "text": True})
-    torch.manual_seed(0)
-    prior = MultimodalPrior.build(
-        tok, PriorConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
-    )
-    prior.save_pretrained(root / "prior")
+    tiny_prior(model).save_pretrained(root / "prior")
     return root / "vq", root / "prior"
 
 

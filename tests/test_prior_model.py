@@ -58,8 +58,9 @@ def test_save_load_round_trip(tmp_path) -> None:
 def test_a_prior_folder_with_code_is_refused(tmp_path) -> None:
     prior = tiny_prior()
     prior.save_pretrained(tmp_path / "prior")
-    saved = [p for p in tmp_path.rglob("*") if p.is_file()]
+    saved = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "README.md"]
     assert saved and all(p.suffix in DATA_SUFFIXES for p in saved)  # all a Hub download fetches
+    assert (tmp_path / "prior" / "README.md").is_file()  # the card: not needed to load
     evil = tmp_path / "prior" / "lm" / "modeling_evil.py"
     evil.write_text("raise SystemExit('ran')\n")
     with pytest.raises(RemoteCodeError, match=r"carries code .*lm/modeling_evil\.py"):

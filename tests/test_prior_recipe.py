@@ -16,6 +16,7 @@ from hub_server import TOKEN, HubServer, hub_fixture, hub_server_fixture  # noqa
 from huggingface_hub import CommitOperationAdd, HfApi
 from train_helpers import clean_accelerate, tiny_model  # noqa: F401 (autouse fixture)
 
+from mmvq.hub.card_inputs import cell
 from mmvq.hub.safety import RemoteCodeError
 from mmvq.model import MultimodalVQ
 from mmvq.prior import MultimodalPrior, MultimodalTokenizer, PriorConfig, SpanSpec
@@ -61,6 +62,10 @@ def test_recipe_defaults_parse_and_flags_override(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="--model is required"):
         parse_prior_args([])
+    # run identity's flags, as the tokenizer recipe's
+    args = parse_prior_args(["--model", "m", "--overwrite_output_dir"])
+    assert args.train.overwrite_output_dir is True
+    assert parse_prior_args(["--model", "m"]).train.overwrite_output_dir is False
 
 
 def test_recipe_trains_saves_and_pushes_beside_the_tokenizer_model(
@@ -80,6 +85,10 @@ def test_recipe_trains_saves_and_pushes_beside_the_tokenizer_model(
     files = hub.files("org/shapes")
     assert {"config.json", "model.safetensors", "prior/prior_config.json"} <= set(files)
     assert "prior/lm/model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+    card = HfApi(token=TOKEN).hf_hub_download("org/shapes", "prior/README.md", cache_dir=tmp_path)
+    text = Path(card).read_text()
+    assert f"| eval_loss | {cell(result.metrics['eval_loss'])} |" in text
+    assert 'MultimodalPrior.from_pretrained("org/shapes", model=model)' in text
 
     # loaded back from the repo id (only prior/ downloaded), and from the local run
     vq = MultimodalVQ.from_pretrained("org/shapes", token=TOKEN, cache_dir=tmp_path / "c1")

@@ -21,10 +21,21 @@ __all__ = [
     "tiny_config",
     "tiny_data",
     "tiny_model",
+    "tiny_prior",
     "torch_dataset",
 ]
 
 CAPTION_LENGTH = 48  # the longest shapes caption plus EOS fits
+
+
+def tiny_prior(model: MultimodalVQ, seed: int = 0) -> Any:
+    """An untrained 1-layer prior over ``model``'s codes (captions padded, images never)."""
+    from mmvq.prior import MultimodalPrior, MultimodalTokenizer, PriorConfig
+
+    tok = MultimodalTokenizer.from_model(model, padding={"image": False, "text": True})
+    torch.manual_seed(seed)
+    config = PriorConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    return MultimodalPrior.build(tok, config)
 
 
 def tiny_model(

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
+from mmvq.cli.evaluation import check_data_args, data_loader, data_options, load_data_arg
 from mmvq.cli.models import (
     check_out_dir,
     check_out_file,
@@ -44,11 +46,24 @@ def _encode_arguments(parser: argparse.ArgumentParser) -> None:
         "modality: a compact modality-invariant summary for an index or an LM), the detail "
         "codes (one per token), or both (default)",
     )
-    parser.add_argument("--out", help="write the codes JSON here instead of printing it")
+    parser.add_argument(
+        "--out",
+        help="write the codes JSON here instead of printing it (with --data: the JSON-lines "
+        "file, one codes row per DATA row)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DATA",
+        help="encode every row of a .jsonl/.json/.csv/.parquet file or a dataset directory (as "
+        "`mmvq eval` reads it) in batches, into --out as JSON lines",
+    )
+    data_options(parser, "encode")
     parser.epilog = (
         "Inputs (after MODEL): --<modality> VALUE for each modality of the model (the names "
         "come from MODEL, a plugin modality's too). VALUE goes to the adapter's preprocess "
-        "(a file path or a string). Repeat a flag to encode a batch."
+        "(a file path or a string). Repeat a flag to encode a batch. Or --data DATA --out "
+        'FILE.jsonl: one line per DATA row, {"row": i, "codes": {modality: [...]}, '
+        '"concept_codes": {modality: [...]}} (-1: padding).'
     )
 
 
@@ -63,23 +78,17 @@ def encode_command(args: argparse.Namespace) -> int:
     from mmvq.outputs.codes_file import codes_to_dict
 
     values = named_values(args.modality_inputs, args.input, args.input_json, "--input")
+    if args.data is not None:
+        return _encode_data(args, values)
     if not values:
         raise ValueError(
-            "give at least one input after MODEL: --<modality> VALUE (or --input MODALITY=VALUE)"
+            "give at least one input after MODEL: --<modality> VALUE (or --input MODALITY=VALUE), "
+            "or a data file with --data DATA --out FILE.jsonl"
         )
     check_out_file(args.out)
     model = load_model(args)
     batch = prepare_batch(model, values, lambda m: f"--{m}")
-    codes = model.encode(batch)
-    if args.level == "concept" and model.concept is None:
-        raise ValueError(
-            "--level concept: MODEL has no concept level (it was trained with num_concepts=0); "
-            "use --level detail"
-        )
-    if args.level == "concept":
-        codes.detail.clear()
-    elif args.level == "detail":
-        codes.concept.clear()
+    codes = _select_level(model.encode(batch), args.level, model)
     data = codes_to_dict(
         codes,
         num_codes=model.config.codebook.num_codes,
@@ -88,6 +97,79 @@ def encode_command(args: argparse.Namespace) -> int:
     )
     emit_json(data, args.out, "codes")
     return 0
+
+
+def _check_level(level: str, model: Any) -> None:
+    """``--level concept`` needs a model with a concept level."""
+    if level == "concept" and model.concept is None:
+        raise ValueError(
+            "--level concept: MODEL has no concept level (it was trained with num_concepts=0); "
+            "use --level detail"
+        )
+
+
+def _select_level(codes: Any, level: str, model: Any) -> Any:
+    """``codes`` with only the ``--level`` asked for."""
+    _check_level(level, model)
+    if level == "concept":
+        codes.detail.clear()
+    elif level == "detail":
+        codes.concept.clear()
+    return codes
+
+
+def _encode_data(args: argparse.Namespace, values: dict[str, list]) -> int:
+    """``mmvq encode MODEL --data DATA --out FILE.jsonl``: every row of DATA, in batches of
+    ``--batch-size`` with a progress bar, one JSON line each (written to ``FILE.jsonl.tmp``, then
+    renamed: a failed run leaves no partial file)."""
+    import os
+    from pathlib import Path
+
+    if values:
+        raise ValueError("--data encodes a data file: give it without --<modality> inputs")
+    if not args.out:
+        raise ValueError("--data needs --out FILE.jsonl (one codes row per DATA row)")
+    check_out_file(args.out)
+    path = check_data_args(args)
+    model = load_model(args).eval()
+    _check_level(args.level, model)
+    dataset, cmap = load_data_arg(args, path, model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            _write_code_rows(f, data_loader(model, dataset, cmap, args.batch_size), model, args)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    print(out)
+    return 0
+
+
+def _write_code_rows(f: Any, loader: Any, model: Any, args: argparse.Namespace) -> None:
+    """One JSON line per row of ``loader``'s batches, with a progress bar."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from mmvq.utils.batches import to_device
+
+    device = next(model.parameters()).device
+    row = 0
+    with tqdm(total=len(loader.dataset), unit="row", desc="encoding") as bar:
+        for batch in loader:
+            with torch.no_grad():
+                codes = _select_level(model.encode(to_device(batch, device)), args.level, model)
+            size = len(next(iter({**codes.detail, **codes.concept}.values())))
+            for i in range(size):
+                record = {"row": row + i}
+                record["codes"] = {m: c[i].tolist() for m, c in codes.detail.items()}
+                if codes.concept:
+                    record["concept_codes"] = {m: c[i].tolist() for m, c in codes.concept.items()}
+                f.write(json.dumps(record) + "\n")
+            row += size
+            bar.update(size)
 
 
 # ------------------------------------------------------------------------------- decode

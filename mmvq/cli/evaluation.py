@@ -1,4 +1,6 @@
-"""``mmvq eval MODEL DATA``: metrics of a saved model on a data file or a dataset directory."""
+"""``mmvq eval MODEL DATA``: metrics of a saved model on a data file or a dataset directory; how
+DATA is read is shared with ``mmvq encode MODEL --data DATA`` (:func:`data_options`,
+:func:`check_data_args`, :func:`load_data_arg`)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,15 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         "or a folder of data files load_dataset reads)",
     )
     parser.add_argument("--out", help="also write the metrics JSON to this file")
+    data_options(parser, "evaluate")
+    parser.add_argument(
+        "--sample-dir", help="also write sample reconstructions / translations of 8 examples here"
+    )
+
+
+def data_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """The options that say which columns of DATA to read, in what batches (``mmvq eval``,
+    ``mmvq encode --data``)."""
     parser.add_argument(
         "--column",
         action="append",
@@ -30,7 +41,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--modalities",
-        help="comma-separated modalities to evaluate (default: those whose column DATA has)",
+        help=f"comma-separated modalities to {verb} (default: those whose column DATA has)",
     )
     parser.add_argument(
         "--split", help="split of a dataset directory (default: validation, test, then train)"
@@ -38,10 +49,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=16, help="examples per batch (default: 16)"
     )
-    parser.add_argument("--limit", type=int, help="evaluate the first N examples only")
-    parser.add_argument(
-        "--sample-dir", help="also write sample reconstructions / translations of 8 examples here"
-    )
+    parser.add_argument("--limit", type=int, help=f"{verb} the first N examples only")
 
 
 def _first_record_keys(path: Any) -> list[str]:
@@ -139,7 +147,8 @@ def _column_map(args: argparse.Namespace, model: Any, columns: dict, available: 
     return cmap
 
 
-def _check_eval_args(args: argparse.Namespace) -> Any:
+def check_data_args(args: argparse.Namespace) -> Any:
+    """DATA's path (it must exist) and the numeric data options, checked."""
     from pathlib import Path
 
     path = Path(args.data)
@@ -155,11 +164,13 @@ def _check_eval_args(args: argparse.Namespace) -> Any:
     return path
 
 
-def _eval_data(args: argparse.Namespace, path: Any, model: Any, columns: dict) -> tuple[Any, dict]:
-    """The dataset to evaluate and its column map (a file goes through the data layer, which
-    resolves relative paths; a directory through :func:`mmvq.data.load.load_splits`)."""
+def load_data_arg(args: argparse.Namespace, path: Any, model: Any) -> tuple[Any, dict]:
+    """DATA as a dataset and its column map (``--column``, ``--modalities``, ``--split``,
+    ``--limit``; a file goes through the data layer, which resolves relative paths; a directory
+    through :func:`mmvq.data.load.load_splits`)."""
     from mmvq.data import DataConfig, load_data
 
+    columns = {m: v[-1] for m, v in named_values([], args.column, None, "--column").items()}
     if path.is_file():
         cmap = _column_map(args, model, columns, _file_columns(path))
         config = DataConfig(
@@ -178,6 +189,21 @@ def _eval_data(args: argparse.Namespace, path: Any, model: Any, columns: dict) -
     return dataset, cmap
 
 
+def data_loader(model: Any, dataset: Any, column_map: dict, batch_size: int) -> Any:
+    """Batches of ``dataset``'s rows, in order, preprocessed and collated by ``model``'s adapters
+    of the modalities in ``column_map``."""
+    import torch
+
+    from mmvq.data import MultimodalCollator, MultimodalDataset
+
+    adapters = {m: model.adapters[m] for m in column_map}
+    return torch.utils.data.DataLoader(
+        MultimodalDataset(dataset, adapters, column_map),
+        batch_size=batch_size,
+        collate_fn=MultimodalCollator(adapters),
+    )
+
+
 @subcommand(
     "eval",
     help="evaluate a model on a data file or dataset directory; prints (and writes) metrics JSON",
@@ -187,22 +213,12 @@ def eval_command(args: argparse.Namespace) -> int:
     """``mmvq eval MODEL DATA``: per-modality reconstruction loss, adapter metrics, code stats."""
     from pathlib import Path
 
-    import torch
-
-    from mmvq.data import MultimodalCollator, MultimodalDataset
     from mmvq.training.evaluate import evaluate
 
-    path = _check_eval_args(args)
-    columns = dict(named_values([], args.column, None, "--column"))
-    columns = {m: v[-1] for m, v in columns.items()}
+    path = check_data_args(args)
     model = load_model(args)
-    dataset, cmap = _eval_data(args, path, model, columns)
-    adapters = {m: model.adapters[m] for m in cmap}
-    loader = torch.utils.data.DataLoader(
-        MultimodalDataset(dataset, adapters, cmap),
-        batch_size=args.batch_size,
-        collate_fn=MultimodalCollator(adapters),
-    )
+    dataset, cmap = load_data_arg(args, path, model)
+    loader = data_loader(model, dataset, cmap, args.batch_size)
     metrics = evaluate(model, loader, max_samples=args.limit, sample_dir=args.sample_dir)
     print(json.dumps(metrics, indent=2))
     if args.out:

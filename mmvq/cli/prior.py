@@ -8,7 +8,8 @@
   -> its caption).
 
 The outputs are written as ``mmvq generate`` writes them (``DIR/<modality>_<i>.<ext>``), plus
-``DIR/prior_ids.json``, the sampled id sequences. The same ``--seed`` (and ``--batch-size``, the
+``DIR/prior_ids.json``, the sampled id sequences (:mod:`mmvq.prior.samples`, which
+``recipes/generate_images.py`` runs too). The same ``--seed`` (and ``--batch-size``, the
 sequences the LM samples at a time) gives the same outputs. ``mmvq generate`` checks the options,
 the number of outputs and ``--out`` before the model loads, with or without ``--prior``.
 """
@@ -16,8 +17,6 @@ the number of outputs and ``--out`` before the model loads, with or without ``--
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from mmvq.cli.models import load_model
@@ -45,31 +44,24 @@ def prior_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sampling(args: argparse.Namespace) -> Any:
-    from mmvq.prior import PriorSamplingConfig
+def generate_with_prior(args: argparse.Namespace, values: dict[str, list[Any]]) -> int:
+    """Sample (see the module docstring; :func:`mmvq.prior.samples.write_prior_samples`, what
+    ``recipes/generate_images.py`` runs too), write the outputs and ``prior_ids.json``; print the
+    paths."""
+    from mmvq.prior import MultimodalPrior
+    from mmvq.prior.samples import sampling_config, write_prior_samples
 
-    if args.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
-    return PriorSamplingConfig(
-        temperature=args.temperature or 1.0,
-        do_sample=args.temperature > 0,
-        top_k=args.top_k or None,
+    config = sampling_config(
+        temperature=args.temperature,
+        top_k=args.top_k,
         top_p=args.top_p,
         guidance_scale=args.guidance_scale,
         seed=args.seed,
         batch_size=args.batch_size,
     )
-
-
-def generate_with_prior(args: argparse.Namespace, values: dict[str, list[Any]]) -> int:
-    """Sample (see the module docstring), write the outputs and ``prior_ids.json``; print the
-    paths."""
-    from mmvq.outputs.files import sample_rate_of, write_outputs
-    from mmvq.prior import MultimodalPrior
-
-    config = _sampling(args)
     model = load_model(args)
     prior = MultimodalPrior.from_pretrained(args.prior, model=model)
+    source, target = None, None
     if values:
         targets = args.to or [m for m in prior.tokenizer.modalities if m not in values]
         if len(targets) != 1:
@@ -79,21 +71,17 @@ def generate_with_prior(args: argparse.Namespace, values: dict[str, list[Any]]) 
             )
         size = len(next(iter(values.values())))
         source = [{m: items[i] for m, items in values.items()} for i in range(size)]
-        result = prior.generate(args.num_samples, source=source, target=targets[0], config=config)
-    else:
-        result = prior.generate(args.num_samples, modalities=args.to, config=config)
-    paths: list[Path] = []
-    for m, outputs in (result.outputs or {}).items():
-        kept = [o for o in outputs if o is not None]
-        if kept:
-            rate = sample_rate_of(model.adapters[m]) if m in model.adapters else None
-            paths += write_outputs(kept, args.out, m, sample_rate=rate)
-    ids_path = Path(args.out) / "prior_ids.json"
-    ids_path.parent.mkdir(parents=True, exist_ok=True)
-    ids_path.write_text(
-        json.dumps({"prior": str(args.prior), "input_ids": result.sequences.tolist()}) + "\n",
-        encoding="utf-8",
+        target = targets[0]
+    paths = write_prior_samples(
+        prior,
+        args.out,
+        args.num_samples,
+        source=source,
+        target=target,
+        modalities=None if values else args.to,
+        config=config,
+        prior_name=args.prior,
     )
-    for path in [*paths, ids_path]:
+    for path in paths:
         print(path)
     return 0

@@ -15,13 +15,14 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmvq.utils.metrics import flatten_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
+    from huggingface_hub import ModelCard
     from PIL import Image
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "load_metrics",
     "read_card_inputs",
     "training_section",
+    "write_card",
     "write_eval_results",
 ]
 
@@ -239,6 +241,28 @@ def card_kwargs(model_card_kwargs: Mapping[str, Any] | None, **given: Any) -> di
         )
     card = {k: given[k] if given.get(k) is not None else extra.get(k) for k in CARD_INPUTS}
     check_card_inputs(**card)
+    return card
+
+
+def write_card(
+    directory: str | os.PathLike,
+    build: Callable[[str | None], ModelCard],
+    metrics: MetricsInput = None,
+    sample_image: str | os.PathLike | Image.Image | None = None,
+) -> ModelCard:
+    """Write a card and what it refers to into ``directory``: the sample grid (a stale one removed
+    when there is none), ``eval_results.json`` and ``README.md``, the card ``build(grid_name)``
+    returns (``grid_name``: the grid's file name or ``None``); return the card."""
+    directory = Path(directory)
+    grid_name = None
+    if sample_image is not None:
+        grid_name = add_sample_image(sample_image, directory)
+    else:
+        for stale in directory.glob(f"{SAMPLE_IMAGE_STEM}.*"):
+            stale.unlink()
+    write_eval_results(metrics, directory)
+    card = build(grid_name)
+    card.save(directory / CARD_NAME)
     return card
 
 

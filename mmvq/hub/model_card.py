@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -32,7 +31,7 @@ from mmvq.hub.card_inputs import (
     check_card_inputs,
     load_metrics,
     training_section,
-    write_eval_results,
+    write_card,
 )
 from mmvq.hub.format import PretrainedConfig, describe_model
 
@@ -51,8 +50,10 @@ __all__ = [
     "build_model_card",
     "check_card_inputs",
     "eval_results",
+    "evaluation_section",
     "load_metrics",
     "pipeline_tag",
+    "samples_line",
     "write_model_card",
 ]
 
@@ -245,7 +246,8 @@ def _card_data(
     return data
 
 
-def _evaluation_section(flat: Mapping[str, Any]) -> str:
+def evaluation_section(flat: Mapping[str, Any]) -> str:
+    """The card's metrics as a Markdown table (or a line saying none were recorded)."""
     if not flat:
         return "No evaluation recorded (pass `metrics=...`, e.g. the training run's metrics.json)."
     metric_rows = ["| Metric | Value |", "|---|---|"] + [
@@ -254,7 +256,8 @@ def _evaluation_section(flat: Mapping[str, Any]) -> str:
     return "\n".join(metric_rows)
 
 
-def _samples_line(sample_image_name: str | None) -> str:
+def samples_line(sample_image_name: str | None) -> str:
+    """The card's sample grid (a Markdown image), or a line saying how to add one."""
     if sample_image_name:
         return f"![Sample grid]({sample_image_name})"
     return "No sample grid (pass `sample_image=...` to `save_pretrained`)."
@@ -297,8 +300,8 @@ def build_model_card(
     data = _card_data(card_data, config.modalities, datasets, license, title, results)
     repo = repo_id or "path/to/this-model"
     table = _modality_table(config, model.num_tokens(), flat)
-    evaluation = _evaluation_section(flat)
-    samples = _samples_line(sample_image_name)
+    evaluation = evaluation_section(flat)
+    samples = samples_line(sample_image_name)
     names = ", ".join(config.modalities)
     body = f"""
 # {title}
@@ -352,23 +355,18 @@ def write_model_card(
 ) -> ModelCard:
     """Copy the sample grid into ``directory``, keep the metrics as ``eval_results.json`` and
     write ``README.md`` there; return the card."""
-    directory = Path(directory)
     check_card_inputs(metrics, sample_image, training_data, license)
-    if sample_image is not None:
-        grid_name: str | None = add_sample_image(sample_image, directory)
-    else:
-        grid_name = None
-        for stale in directory.glob(f"{SAMPLE_IMAGE_STEM}.*"):
-            stale.unlink()
-    card = build_model_card(
-        model,
-        metrics=metrics,
-        sample_image_name=grid_name,
-        training_data=training_data,
-        repo_id=repo_id,
-        card_data=card_data,
-        license=license,
+    return write_card(
+        directory,
+        lambda grid_name: build_model_card(
+            model,
+            metrics=metrics,
+            sample_image_name=grid_name,
+            training_data=training_data,
+            repo_id=repo_id,
+            card_data=card_data,
+            license=license,
+        ),
+        metrics,
+        sample_image,
     )
-    write_eval_results(metrics, directory)
-    card.save(directory / CARD_NAME)
-    return card

@@ -4,6 +4,7 @@ repo, so one repo holds both::
     org/name/
       config.json, model.safetensors, adapters/...   the tokenizer model (MultimodalVQ)
       prior/prior_config.json, prior/prior_tokenizer.json, prior/lm/...   the prior
+      prior/README.md (+ eval_results.json, sample_grid.png)   its model card (mmvq.prior.card)
 
     prior.push_to_hub("org/name")                             # uploads prior/ only
     MultimodalPrior.from_pretrained("org/name", model=vq)     # downloads prior/ only
@@ -65,15 +66,17 @@ def push_prior(
     *,
     subfolder: str = PRIOR_SUBFOLDER,
     commit_message: str = "Upload mmvq prior",
+    card: dict[str, Any] | None = None,
     **hub_kwargs: Any,
 ) -> str:
     """Upload ``prior.save_pretrained(...)`` to ``subfolder`` of ``repo_id`` in one commit that
-    also deletes the folder's stale files (:func:`mmvq.hub.transfer.upload_saved`; ``hub_kwargs``:
-    ``token``, ``private``, ``branch``); returns the commit URL."""
+    also deletes the folder's stale files (:func:`mmvq.hub.transfer.upload_saved`; ``card``: the
+    model card's arguments of ``save_pretrained``; ``hub_kwargs``: ``token``, ``private``,
+    ``branch``); returns the commit URL."""
     from mmvq.hub.transfer import upload_saved
 
     return upload_saved(
-        lambda tmp, _: prior.save_pretrained(tmp / subfolder),
+        lambda tmp, _: prior.save_pretrained(tmp / subfolder, **(card or {})),
         repo_id,
         commit_message=commit_message,
         path_in_repo=subfolder,

@@ -165,20 +165,40 @@ class MultimodalPrior:
         return generate(self, *args, **kwargs)
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write the prior (module docstring: layout); the LM with safetensors."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        metrics: Any = None,
+        sample_image: Any = None,
+        repo_id: str | None = None,
+    ) -> Path:
+        """Write the prior (module docstring: layout); the LM with safetensors, and its model card
+        (``README.md``: :func:`mmvq.prior.card.write_prior_card`, with ``metrics`` (a mapping or
+        a ``metrics.json``), ``sample_image`` (a grid) and ``repo_id`` (the tokenizer model's
+        repo, for the snippets)). The card's inputs are checked before anything is written."""
+        from mmvq.hub.card_inputs import check_card_inputs
+        from mmvq.prior.card import write_prior_card
+
+        check_card_inputs(metrics, sample_image)
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, "prior": self.config.to_dict()}
         (path / PRIOR_CONFIG_FILE).write_text(json.dumps(data, indent=2, sort_keys=True))
         self.tokenizer.save_pretrained(path)
         self.lm.save_pretrained(str(path / LM_DIR), safe_serialization=True)
+        write_prior_card(self, path, metrics=metrics, sample_image=sample_image, repo_id=repo_id)
         return path
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload the prior to the ``prior/`` folder of ``repo_id`` (the tokenizer model's repo);
-        keyword arguments as :func:`mmvq.prior.hub.push_prior`. Returns the commit URL."""
-        return push_prior(self, repo_id, **kwargs)
+    def push_to_hub(
+        self, repo_id: str, *, metrics: Any = None, sample_image: Any = None, **kwargs: Any
+    ) -> str:
+        """Upload the prior, its model card included (``metrics``, ``sample_image``: as
+        :meth:`save_pretrained`), to the ``prior/`` folder of ``repo_id`` (the tokenizer model's
+        repo); other keyword arguments as :func:`mmvq.prior.hub.push_prior`. Returns the commit
+        URL."""
+        card = {"metrics": metrics, "sample_image": sample_image, "repo_id": repo_id}
+        return push_prior(self, repo_id, card=card, **kwargs)
 
     @classmethod
     def from_pretrained(

@@ -124,7 +124,12 @@ def run_prior_recipe(args: PriorRecipe) -> PriorTrainResult:
     if PartialState().is_main_process:
         hub = args.hub
         if hub.push_to_hub:
-            result.prior.push_to_hub(hub.hub_model_id, private=hub.hub_private, token=hub.hub_token)
+            result.prior.push_to_hub(
+                hub.hub_model_id,
+                metrics=result.metrics,
+                private=hub.hub_private,
+                token=hub.hub_token,
+            )
         _print_summary(result, args)
     return result
 

@@ -3,6 +3,7 @@
 ::
 
     seed; accelerator (trackers, project dir)
+    claim OUTPUT_DIR (run identity: refuse another run's directory, lock it)
     codes = encode_dataset(frozen tokenizer model, data)      # datasets.map, once, cached
     tokenizer = MultimodalTokenizer.from_model(model, padding=observed_padding(codes))
     prior = MultimodalPrior.build(tokenizer, prior_config)    # LlamaForCausalLM
@@ -10,13 +11,18 @@
         loss = lm(input_ids, attention_mask, labels).loss    # next-id cross-entropy
         backward; clip; AdamW step; LR schedule (warm-up + cosine)
         log / evaluate (teacher-forced loss) / checkpoint
-    OUTPUT_DIR/final = prior.save_pretrained(...); metrics.json
+    metrics.json; OUTPUT_DIR/final = prior.save_pretrained(..., metrics=...)  # + model card
 
 The conventions are :func:`mmvq.train`'s: seed before anything random is built, tqdm on the main
 process, trackers through Accelerate, atomic checkpoints with exact resume
 (:mod:`mmvq.training.checkpoint`: ``save_state`` + trainer state + a shape fingerprint; the data
 position is restored with ``skip_first_batches``, and the collator's draws depend only on the
-position), ``final/`` through ``save_pretrained``.
+position), ``final/`` through ``save_pretrained``, and run identity
+(:mod:`mmvq.training.run_identity`): before anything is written, the output directory is claimed
+for this run (``run.json``) and locked; a directory of another run (other options, data, seed,
+tokenizer model or prior size: :func:`prior_run_identity`) is refused unless
+``overwrite_output_dir``, this run's own progress is resumed with ``resume_from_checkpoint``, and
+``"latest"`` resumes only this run's checkpoints.
 """
 
 from __future__ import annotations
@@ -31,23 +37,20 @@ from typing import Any
 
 import torch
 
-from mmvq.prior.data import PriorCollator, encode_dataset, observed_padding
+from mmvq.prior.data import PriorCollator, encode_dataset, model_digest, observed_padding
 from mmvq.prior.model import MultimodalPrior, PriorConfig
 from mmvq.prior.tokenizer import MultimodalTokenizer
 from mmvq.prior.train_config import PriorTrainConfig
-from mmvq.training.checkpoint import (
-    check_fingerprint,
-    load_checkpoint,
-    model_fingerprint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from mmvq.training.checkpoint import load_checkpoint, model_fingerprint, save_checkpoint
 from mmvq.training.inputs import check_output_dir
 from mmvq.training.run_dir import RunDirectory
-from mmvq.training.setup import _accelerator, _scheduler  # one way to build them: mmvq.train's
+from mmvq.training.run_identity import RunIdentity, run_identity
+
+# one way to build them, claim a directory and find the checkpoint to resume: mmvq.train's
+from mmvq.training.setup import _accelerator, _claim, _resume_path, _scheduler, _unclaim
 from mmvq.utils.logging import get_logger
 
-__all__ = ["PriorTrainConfig", "PriorTrainResult", "train_prior"]
+__all__ = ["PriorTrainConfig", "PriorTrainResult", "prior_run_identity", "train_prior"]
 
 logger = get_logger(__name__)
 CACHE_DIR = "cache"
@@ -118,6 +121,28 @@ def _eval_loss(acc: Any, lm: torch.nn.Module, loader: Any, max_rows: int) -> flo
     return total / max(count, 1)
 
 
+def prior_run_identity(
+    cfg: PriorTrainConfig,
+    model: Any,
+    train_data: Any,
+    prior_config: PriorConfig | None = None,
+    tokenizer: MultimodalTokenizer | None = None,
+    column_map: dict[str, str] | None = None,
+) -> RunIdentity:
+    """The identity of a :func:`train_prior` run (:func:`mmvq.training.run_identity.run_identity`):
+    its options, training data and seed, and as its model what turns the data into the LM's
+    sequences and the LM: the tokenizer model's weights (they decide the codes), the column map,
+    a given tokenizer's vocabulary and the prior's size (:class:`PriorConfig`)."""
+    spec = {
+        "model_class": MultimodalPrior.__name__,
+        "prior_config": (prior_config or PriorConfig()).to_dict(),
+        "tokenizer_model": model_digest(model),
+        "tokenizer": tokenizer.vocab.to_dict() if tokenizer is not None else None,
+        "column_map": dict(sorted(column_map.items())) if column_map else None,
+    }
+    return run_identity(cfg, spec, train_data)
+
+
 def train_prior(
     model: Any,
     train_data: Any,
@@ -143,15 +168,67 @@ def train_prior(
 
     Returns:
         a :class:`PriorTrainResult`; ``OUTPUT_DIR`` holds ``checkpoints/``, ``final/``,
-        ``train_log.jsonl``, ``logs/``, ``metrics.json`` and ``cache/`` (the encoded data).
+        ``train_log.jsonl``, ``logs/``, ``metrics.json``, ``run.json`` (the run's identity) and
+        ``cache/`` (the encoded data).
+
+    Raises:
+        OutputDirError: ``output_dir`` holds another run's outputs (pass
+            ``overwrite_output_dir=True``), this run's progress without ``resume_from_checkpoint``,
+            or another process is writing it.
     """
     cfg = config or PriorTrainConfig()
     if not isinstance(cfg, PriorTrainConfig):
         raise TypeError(f"config must be a PriorTrainConfig, got {type(cfg).__name__}")
-    from accelerate.utils import set_seed
-
     run_dir = RunDirectory(check_output_dir(cfg.output_dir))
     acc = _accelerator(cfg, run_dir)
+    identity = prior_run_identity(cfg, model, train_data, prior_config, tokenizer, column_map)
+    fresh = not run_dir.run_file.exists()
+    lock = _claim(acc, run_dir, identity, cfg)
+    try:
+        loop, encode_seconds = _prepare_run(
+            cfg,
+            acc,
+            run_dir,
+            identity.fingerprint,
+            model,
+            (train_data, eval_data),
+            prior_config,
+            column_map,
+            tokenizer,
+        )
+    except BaseException:
+        _unclaim(run_dir, lock, fresh)  # a run that fails before its first step
+        raise
+    try:
+        metrics = loop.run()
+        metrics["encode_seconds"] = round(encode_seconds, 3)
+        if acc.is_main_process:
+            run_dir.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            loop.prior.save_pretrained(run_dir.final, metrics=metrics)  # its card shows them
+        acc.wait_for_everyone()
+        acc.end_training()
+    finally:
+        if lock is not None:
+            lock.release()
+    return PriorTrainResult(loop.prior, metrics, loop.history, run_dir.root)
+
+
+def _prepare_run(
+    cfg: PriorTrainConfig,
+    acc: Any,
+    run_dir: RunDirectory,
+    run_id: str,
+    model: Any,
+    data: tuple[Any, Any],
+    prior_config: PriorConfig | None,
+    column_map: dict[str, str] | None,
+    tokenizer: MultimodalTokenizer | None,
+) -> tuple[_PriorLoop, float]:
+    """Encode the data (``(train_data, eval_data)``, cached), build the tokenizer and the prior,
+    set up the loop (and resume it); returns it and the encoding's seconds."""
+    from accelerate.utils import set_seed
+
+    train_data, eval_data = data
     set_seed(cfg.seed)
     model.eval().requires_grad_(False).to(acc.device)
     t0 = time.perf_counter()
@@ -174,21 +251,23 @@ def train_prior(
         tokenizer.attach(model)
     set_seed(cfg.seed)  # the LM's weights do not depend on whether the codes came from the cache
     prior = MultimodalPrior.build(tokenizer, prior_config)
-    loop = _PriorLoop(cfg, acc, prior, run_dir)
+    loop = _PriorLoop(cfg, acc, prior, run_dir, run_id)
     loop.setup(codes, eval_codes)
-    metrics = loop.run()
-    metrics["encode_seconds"] = round(encode_seconds, 3)
-    if acc.is_main_process:
-        run_dir.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    acc.end_training()
-    return PriorTrainResult(prior, metrics, loop.history, run_dir.root)
+    return loop, encode_seconds
 
 
 class _PriorLoop:
     """The state and steps of one prior training run (see :func:`train_prior`)."""
 
-    def __init__(self, cfg: PriorTrainConfig, acc: Any, prior: MultimodalPrior, run: RunDirectory):
-        self.cfg, self.acc, self.prior, self.run_dir = cfg, acc, prior, run
+    def __init__(
+        self,
+        cfg: PriorTrainConfig,
+        acc: Any,
+        prior: MultimodalPrior,
+        run: RunDirectory,
+        run_id: str,
+    ):
+        self.cfg, self.acc, self.prior, self.run_dir, self.run_id = cfg, acc, prior, run, run_id
         self.history: list[dict[str, Any]] = []
         self.state = {
             "step": 0,
@@ -221,9 +300,8 @@ class _PriorLoop:
         self.lm, self.opt, self.train_loader = acc.prepare(lm, opt, train_loader)
         self.sched = _scheduler(self.opt, cfg, cfg.max_steps)
         self.fingerprint = model_fingerprint(acc.unwrap_model(self.lm))
-        resume = resolve_checkpoint(self.run_dir, cfg.resume_from_checkpoint)
+        resume = _resume_path(self.run_dir, cfg, self.fingerprint, acc, self.run_id)
         if resume is not None:
-            check_fingerprint(resume, self.fingerprint)
             loaded = load_checkpoint(acc, resume)
             for key in self.state:
                 self.state[key] = loaded.state.get(key, self.state[key])
@@ -338,6 +416,7 @@ class _PriorLoop:
             state=dict(self.state, scheduler=self.sched.state_dict()),
             fingerprint=self.fingerprint,
             keep_last=self.cfg.keep_last_checkpoints,
+            run_id=self.run_id,
         )
 
     def _finish(self) -> dict[str, Any]:
@@ -345,9 +424,6 @@ class _PriorLoop:
         eval_loss = self._evaluate()
         self.prior.lm = acc.unwrap_model(self.lm)
         self.prior.lm.eval()
-        if acc.is_main_process:
-            self.prior.save_pretrained(self.run_dir.final)
-        acc.wait_for_everyone()
         return {
             "eval_loss": round(eval_loss, 6),
             "eval_perplexity": round(math.exp(min(eval_loss, 50.0)), 4),

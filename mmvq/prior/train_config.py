@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mmvq.utils.checks import check_choice, check_int, check_number, check_positive_int
+from mmvq.utils.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_int,
+)
 
 __all__ = ["PriorTrainConfig"]
 
@@ -31,7 +37,11 @@ class PriorTrainConfig:
         encode_batch_size: rows per tokenizer-model call when encoding the data.
         log_every / eval_every / save_every: in steps (0: off); ``keep_last_checkpoints`` 0
             keeps all.
-        resume_from_checkpoint: ``None``, ``"latest"`` or a checkpoint directory.
+        resume_from_checkpoint: ``None``, ``"latest"`` (the newest checkpoint of this same run)
+            or a checkpoint directory.
+        overwrite_output_dir: delete the outputs of an earlier run in ``output_dir`` (its
+            checkpoints, logs, metrics, final prior; not the codes cache) instead of refusing to
+            start (:mod:`mmvq.training.run_identity`: a directory belongs to one run).
         report_to: ``"auto"`` (tensorboard when installed), ``"none"`` or tracker names.
         tracker_project_name: the trackers' run name.
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"``.
@@ -60,6 +70,7 @@ class PriorTrainConfig:
     save_every: int = 0
     keep_last_checkpoints: int = 2
     resume_from_checkpoint: str | None = None
+    overwrite_output_dir: bool = False
     report_to: str = "auto"
     tracker_project_name: str = "mmvq-prior"
     mixed_precision: str = "no"
@@ -93,6 +104,7 @@ class PriorTrainConfig:
         check_number(
             "PriorTrainConfig.condition_dropout", self.condition_dropout, low=0.0, high=1.0
         )
+        check_bool("PriorTrainConfig.overwrite_output_dir", self.overwrite_output_dir)
         check_number("PriorTrainConfig.learning_rate", self.learning_rate, low=0.0, low_open=True)
 
     def to_dict(self) -> dict[str, Any]:

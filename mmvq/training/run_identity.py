@@ -1,7 +1,9 @@
 """Run identity: an output directory belongs to one run, and one process writes it at a time.
 
-A run's fingerprint hashes what decides its trajectory: the training options (minus those that
-only say where and how often to write: ``output_dir``, ``log_every``, ``save_every``... and the
+A run's fingerprint hashes what decides its trajectory: the training options (a
+:class:`~mmvq.training.config.TrainConfig`, or any :class:`RunOptions` such as the prior's
+:class:`~mmvq.prior.train_config.PriorTrainConfig`; minus those that only say where and how often
+to write: ``output_dir``, ``log_every``, ``save_every``... and the
 length, ``max_steps``/``num_epochs``, so that a run can be extended), the training data (the
 ``datasets`` fingerprint of a ``Dataset``; files, sizes and modification times of a stream), the
 seed and the model (configs and shapes). ``OUTPUT_DIR/run.json`` records it when a run starts.
@@ -29,10 +31,9 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mmvq.training.checkpoint_files import discard, recover, write_json_atomic
-from mmvq.training.config import TrainConfig
 from mmvq.training.run_dir import RunDirectory
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "OutputDirError",
     "RunIdentity",
     "RunLock",
+    "RunOptions",
     "claim_output_dir",
     "data_fingerprint",
     "run_identity",
@@ -64,9 +66,21 @@ NOT_IDENTITY = frozenset(
         "per_device_eval_batch_size",
         "dataloader_num_workers",
         "max_consecutive_nonfinite",
+        "encode_batch_size",
     }
 )
-"""TrainConfig fields that do not change a run's trajectory (not part of its identity)."""
+"""Training options that do not change a run's trajectory (not part of its identity): fields of
+``TrainConfig`` and of the prior's ``PriorTrainConfig``."""
+
+
+class RunOptions(Protocol):
+    """What run identity reads of a training config (``TrainConfig``, ``PriorTrainConfig``)."""
+
+    seed: int
+    resume_from_checkpoint: str | None
+    overwrite_output_dir: bool
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class OutputDirError(ValueError):
@@ -134,9 +148,10 @@ class RunIdentity:
         return [k for k in self.components if theirs.get(k) != self.components[k]]
 
 
-def run_identity(cfg: TrainConfig, model_fp: Mapping[str, Any], train_data: Any) -> RunIdentity:
+def run_identity(cfg: RunOptions, model_fp: Mapping[str, Any], train_data: Any) -> RunIdentity:
     """The identity of a run of ``cfg`` on ``train_data`` with a model of fingerprint
-    ``model_fp`` (see the module docstring)."""
+    ``model_fp`` (see the module docstring; its ``model_class`` says which checkpoints' model
+    fingerprints it can be compared with, shape by shape, in a refusal's message)."""
     options = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY and k != "seed"}
     components = {
         "config": _digest(options),
@@ -215,12 +230,14 @@ def _model_details(run_dir: RunDirectory, identity: RunIdentity) -> str:
         saved = json.loads((found[-1][1] / FINGERPRINT_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""
+    if saved.get("model_class") != identity.model.get("model_class"):
+        return ""  # another kind of fingerprint (a prior's run vs its LM's checkpoints)
     lines = model_differences(saved, identity.model)
     return (": its checkpoints hold a model of another shape: " + "; ".join(lines)) if lines else ""
 
 
 def _check_owner(
-    run_dir: RunDirectory, identity: RunIdentity, cfg: TrainConfig, recorded: Any
+    run_dir: RunDirectory, identity: RunIdentity, cfg: RunOptions, recorded: Any
 ) -> None:
     where = f"output_dir {str(run_dir.root)!r}"
     fix = "pass --overwrite_output_dir to discard them, or choose another --output_dir"
@@ -248,7 +265,7 @@ def _check_owner(
         )
 
 
-def claim_output_dir(run_dir: RunDirectory, identity: RunIdentity, cfg: TrainConfig) -> RunLock:
+def claim_output_dir(run_dir: RunDirectory, identity: RunIdentity, cfg: RunOptions) -> RunLock:
     """Lock ``run_dir`` and make it this run's (main process only; see the module docstring).
 
     Returns the held :class:`RunLock` (release it when the run ends).

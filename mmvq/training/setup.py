@@ -30,7 +30,13 @@ from mmvq.training.evaluate import Scorer
 from mmvq.training.gan import DiscriminatorSet
 from mmvq.training.inputs import as_dataset, check_output_dir, make_loader
 from mmvq.training.run_dir import RunDirectory
-from mmvq.training.run_identity import OutputDirError, RunLock, claim_output_dir, run_identity
+from mmvq.training.run_identity import (
+    OutputDirError,
+    RunLock,
+    RunOptions,
+    claim_output_dir,
+    run_identity,
+)
 from mmvq.utils.logging import get_logger
 
 __all__ = ["Modules", "Optimizers", "TrainingRun", "setup_training"]
@@ -182,7 +188,7 @@ def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
     return flat
 
 
-def _claim(accelerator: Any, run_dir: RunDirectory, identity: Any, cfg: TrainConfig) -> Any:
+def _claim(accelerator: Any, run_dir: RunDirectory, identity: Any, cfg: RunOptions) -> Any:
     """The main process locks and claims the output directory; every process learns the
     verdict (one broadcast) and raises the same :class:`OutputDirError` on a refusal."""
     from accelerate.utils import broadcast_object_list
@@ -199,9 +205,18 @@ def _claim(accelerator: Any, run_dir: RunDirectory, identity: Any, cfg: TrainCon
     return lock
 
 
+def _unclaim(run_dir: RunDirectory, lock: RunLock | None, fresh: bool) -> None:
+    """Release the lock of a run that failed before its first step; a directory that was
+    unclaimed before it (``fresh``: no ``run.json``) is left unclaimed."""
+    if lock is not None:
+        if fresh:
+            run_dir.run_file.unlink(missing_ok=True)
+        lock.release()
+
+
 def _resume_path(
     run_dir: RunDirectory,
-    cfg: TrainConfig,
+    cfg: RunOptions,
     fingerprint: dict[str, Any],
     accelerator: Any,
     run_id: str,
@@ -380,10 +395,7 @@ def setup_training(
             model, train_data, cfg, eval_data, translation_scorers, column_map, run_dir, accelerator
         )
     except BaseException:
-        if lock is not None:
-            if fresh:  # a run refused before its first step leaves the directory unclaimed
-                run_dir.run_file.unlink(missing_ok=True)
-            lock.release()
+        _unclaim(run_dir, lock, fresh)  # a run refused before its first step
         raise
     run.run_id, run.lock = identity.fingerprint, lock
     return run

@@ -44,6 +44,28 @@ def another_run_in_an_old_runs_directory(ctx):
         assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != ".lock"} == before
 
 
+@case(
+    "checkpoint",
+    OutputDirError,
+    r"output_dir '.*run' belongs to another run .*: its config, model differ.*"
+    r"--overwrite_output_dir",
+)
+def a_prior_trained_into_the_tokenizer_models_run_directory(ctx):
+    """``recipes/train_prior.py --output_dir`` naming the tokenizer model's own run: refused
+    before anything is written (not even the codes cache)."""
+    from train_helpers import tiny_model
+
+    from mmvq.prior import PriorTrainConfig, train_prior
+
+    run = ctx.run_dir()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != ".lock"}
+    cfg = PriorTrainConfig(output_dir=str(run), max_steps=1, report_to="none", cpu=True)
+    try:
+        train_prior(tiny_model().eval(), ctx.data[0], cfg)
+    finally:
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != ".lock"} == before
+
+
 @case("checkpoint", OutputDirError, r"already holds this run's progress .*--resume_from_checkpoint")
 def the_same_run_again_without_resume(ctx):
     train_tiny(ctx, ctx.run_dir())

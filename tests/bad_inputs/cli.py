@@ -45,6 +45,31 @@ def encode_into_a_directory(ctx):
     ctx.cli("encode", ctx.model_dir, "--text", "a red circle", "--out", ctx.tmp)
 
 
+@case("cli", CliFailure, r"^mmvq encode: error: --data needs --out FILE\.jsonl")
+def encode_a_data_file_without_out(ctx):
+    rows = ctx.tmp / "rows.jsonl"
+    rows.write_text('{"text": "a red circle"}\n')
+    ctx.cli("encode", ctx.model_dir, "--data", rows)
+
+
+@case(
+    "cli",
+    CliFailure,
+    r"^mmvq encode: error: .*rows\.jsonl line 2 \(row 1\), column 'image' names file "
+    r"'missing\.png', which does not exist",
+)
+def encode_a_data_file_naming_a_missing_image(ctx):
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(ctx.tmp / "red.png")
+    rows = ctx.tmp / "rows.jsonl"
+    rows.write_text('{"image": "red.png"}\n{"image": "missing.png"}\n')
+    try:
+        ctx.cli("encode", ctx.model_dir, "--data", rows, "--out", ctx.tmp / "codes.jsonl")
+    finally:  # refused while reading DATA: no codes file, not even a partial one
+        assert not list(ctx.tmp.glob("codes.jsonl*"))
+
+
 @case("cli", CliFailure, r"^mmvq encode: error: --text: text holds a lone surrogate")
 def encode_a_lone_surrogate(ctx):
     ctx.cli("encode", ctx.model_dir, "--text", "a \ud800 circle")
