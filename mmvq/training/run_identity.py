@@ -65,6 +65,7 @@ NOT_IDENTITY = frozenset(
         "num_sample_rows",
         "per_device_eval_batch_size",
         "dataloader_num_workers",
+        "cache_examples",
         "max_consecutive_nonfinite",
         "encode_batch_size",
     }
