@@ -327,6 +327,13 @@ def test_each_balancer_runs_inside_the_loop(tmp_path, data, name):
     assert result.metrics["steps"] == 4
     records = _train_records(tmp_path)
     first, last = records[0], records[-1]
+    # metrics.json (and so the model card) names the balancer, its final weights, the shares
+    assert result.metrics["balancer"] == name
+    assert result.metrics["balance_weight_per_modality"] == result.balancer.weights()
+    shares = result.metrics["balance_grad_share_per_modality"]
+    assert shares["image"] == pytest.approx(
+        sum(r["balance/grad_share/image"] for r in records) / len(records)
+    )
     assert last["balance/grad_norm/image"] > 0 and last["balance/grad_norm/text"] > 0
     for r in records:  # the shares of the weighted gradients on the shared layer
         assert r["balance/grad_share/image"] + r["balance/grad_share/text"] == pytest.approx(1.0)
