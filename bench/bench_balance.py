@@ -31,7 +31,7 @@ not the token share 256 / 272.
 
 Not a test (it trains 19 models); its table goes in README::
 
-    python bench/bench_balance.py                  # default: 150 steps each, ~20 min on 2 cores
+    python bench/bench_balance.py                  # default: 100 steps each
     python bench/bench_balance.py --steps 600 --num_train 2048 --num_eval 256   # larger
     python bench/bench_balance.py --scenarios tokens --balancers none,pareto --steps 40   # quick
 
@@ -88,7 +88,7 @@ def scenarios(args: argparse.Namespace) -> dict[str, Scenario]:
 
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps per run")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--learning_rate", type=float, default=2e-3)
     p.add_argument("--num_train", type=int, default=512)
@@ -372,6 +372,9 @@ def main() -> None:
     ref_sc = known["balanced"]
     metrics, records, _ = train_once(ref_sc, "none", make_data(ref_sc, args), args)
     reference = summarise(metrics, records)
+    print(
+        f"[balanced / none: {time.perf_counter() - t0:.0f} s] {json.dumps(reference)}", flush=True
+    )
     results: dict[str, dict[str, dict]] = {}
     figures: dict[str, Any] = {"steps": args.steps, "reference": reference}
     for sc_name in args.scenarios.split(","):
@@ -381,8 +384,11 @@ def main() -> None:
         for name in ["none"] + [b for b in balancers if b != "none"]:
             t = time.perf_counter()
             metrics, records, model = train_once(sc, name, data, args)
-            results[sc_name][name] = summarise(metrics, records)
-            print(f"[{sc_name} / {name}: {time.perf_counter() - t:.0f} s]", flush=True)
+            results[sc_name][name] = row = summarise(metrics, records)
+            print(
+                f"[{sc_name} / {name}: {time.perf_counter() - t:.0f} s] {json.dumps(row)}",
+                flush=True,
+            )
             if sc_name == "tokens" and name == "none":
                 weights = [{"image": 1.0, "text": 1.0}, {"image": 3.0, "text": 1.0}]
                 figures["codebook_ema_shares"] = ema_shares(model, data[1], weights)
