@@ -167,6 +167,12 @@ def test_metadata_model_index_and_license(tmp_path: Path) -> None:
     """The card's metadata parses with huggingface_hub: license, library, pipeline tag, datasets
     and one model-index entry per evaluation metric (bookkeeping keys left out)."""
     metrics = {"a_mse": 0.25, "codebook_usage": 0.5, "perplexity": {"a": 3.0}, "steps": 40}
+    balance = {
+        "balancer": "pareto",
+        "balance_weight_per_modality": {"a": 1.5, "b": 0.5},
+        "balance_grad_share_per_modality": {"a": 0.75, "b": 0.25},
+    }
+    metrics.update(balance)
     tiny_model().save_pretrained(
         tmp_path,
         metrics=metrics,
@@ -185,9 +191,22 @@ def test_metadata_model_index_and_license(tmp_path: Path) -> None:
     assert results["perplexity/a"].dataset_type == "org/vectors"
     assert results["a_mse"].dataset_name == "Vectors" and results["a_mse"].dataset_split == "val"
     assert "| steps | 40 |" in card.text  # the table keeps everything
+    # the balancer's final weights and gradient shares: in the modality table, not model-index
+    assert "| 1.5 | 0.75 |" in card.text and "| 0.5 | 0.25 |" in card.text
+    assert "(modality balancer:\npareto)" in card.text
     # the metrics are kept beside the card, as transformers' Trainer names them
     kept = json.loads((tmp_path / "eval_results.json").read_text())
-    assert kept == {"a_mse": 0.25, "codebook_usage": 0.5, "perplexity/a": 3.0, "steps": 40}
+    assert kept == {
+        "a_mse": 0.25,
+        "codebook_usage": 0.5,
+        "perplexity/a": 3.0,
+        "steps": 40,
+        "balancer": "pareto",
+        "balance_weight_per_modality/a": 1.5,
+        "balance_weight_per_modality/b": 0.5,
+        "balance_grad_share_per_modality/a": 0.75,
+        "balance_grad_share_per_modality/b": 0.25,
+    }
 
 
 def test_card_inputs_read_back_from_a_saved_directory(tmp_path: Path, sample_png: Path) -> None:

@@ -52,7 +52,7 @@ def _torchrun(args: list[str], tmp_path: Path, timeout: int = 240) -> subprocess
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("balancer", ["uncertainty", "gradnorm"])
+@pytest.mark.parametrize("balancer", ["uncertainty", "gradnorm", "pareto"])
 def test_ddp_replicas_stay_identical_when_a_rank_lacks_a_modality(tmp_path, balancer):
     import torch
     from safetensors.torch import load_file
@@ -66,6 +66,8 @@ def test_ddp_replicas_stay_identical_when_a_rank_lacks_a_modality(tmp_path, bala
     assert any(k.startswith("balancer.") for k in weights[0])
     for name in weights[0]:  # parameters, codebook buffers, balancer state: bit-identical
         assert torch.equal(weights[0][name], weights[1][name]), name
+    if balancer == "pareto":  # its weights came from all-reduced gradients at every step
+        assert float(weights[0]["balancer.steps"]) > 0
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[1]["captioned_rows_read"] == 0 and reports[1]["rows_read"] > 0
     assert reports[0]["captioned_rows_read"] > 0

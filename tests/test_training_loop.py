@@ -308,7 +308,7 @@ def test_persistent_nan_aborts_with_a_clear_error(tmp_path, data):
 
 
 # -------------------------------------------------------------- balancers / align
-@pytest.mark.parametrize("name", ["static", "uncertainty", "gradnorm", "dwa"])
+@pytest.mark.parametrize("name", ["static", "uncertainty", "gradnorm", "dwa", "pareto"])
 def test_each_balancer_runs_inside_the_loop(tmp_path, data, name):
     train_ds, _ = data
     balancer = f'{{"name": "{name}", "weights": {{"image": 2.0, "text": 1.0}}}}'
@@ -327,7 +327,16 @@ def test_each_balancer_runs_inside_the_loop(tmp_path, data, name):
     assert result.metrics["steps"] == 4
     records = _train_records(tmp_path)
     first, last = records[0], records[-1]
+    # metrics.json (and so the model card) names the balancer, its final weights, the shares
+    assert result.metrics["balancer"] == name
+    assert result.metrics["balance_weight_per_modality"] == result.balancer.weights()
+    shares = result.metrics["balance_grad_share_per_modality"]
+    assert shares["image"] == pytest.approx(
+        sum(r["balance/grad_share/image"] for r in records) / len(records)
+    )
     assert last["balance/grad_norm/image"] > 0 and last["balance/grad_norm/text"] > 0
+    for r in records:  # the shares of the weighted gradients on the shared layer
+        assert r["balance/grad_share/image"] + r["balance/grad_share/text"] == pytest.approx(1.0)
     if name == "static":
         assert [r["balance/weight/image"] for r in records] == [2.0] * 4
     else:  # the weights are learned / adapted inside the loop
@@ -337,6 +346,9 @@ def test_each_balancer_runs_inside_the_loop(tmp_path, data, name):
         assert max(moved) > 1e-4
     if name == "uncertainty":
         assert "balance/log_var/image" in last
+    if name == "pareto":  # the configured weights, except at steps whose gradients conflict
+        for r in records:
+            assert (r["balance/weight/image"] == 2.0) == (r["balance/conflict"] == 0.0)
 
 
 def test_alignment_loss_is_added_when_its_weight_is_positive(tmp_path, data):

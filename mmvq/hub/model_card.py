@@ -60,6 +60,7 @@ __all__ = [
 BASE_TAGS = ("mmvq", "vector-quantization", "multimodal")
 NOT_EVALUATED = frozenset(
     {"train_seconds", "wall_seconds", "steps", "nonfinite_steps", "eval_samples", "step"}
+    | {"balance_weight_per_modality", "balance_grad_share_per_modality"}
 )
 """Keys of ``metrics.json`` that are bookkeeping, not evaluation results (kept out of
 ``model-index``; the card's metrics table still shows them)."""
@@ -72,6 +73,8 @@ _STAT_NAMES = {
     "perplexity": ("perplexity",),
     "concept_usage": ("concept_codebook_usage_per_modality",),
     "concept_perplexity": ("concept_perplexity",),
+    "balance_weight": ("balance_weight_per_modality",),
+    "grad_share": ("balance_grad_share_per_modality",),
 }
 
 
@@ -130,9 +133,9 @@ def _modality_table(
     rows = [
         (
             "| Modality | Adapter | Provided by | Version | Tokens / sample | Codebook usage | "
-            "Perplexity | Concept usage | Concept perplexity |"
+            "Perplexity | Concept usage | Concept perplexity | Balancer weight | Gradient share |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def stat(name: str, m: str) -> str:
@@ -144,7 +147,8 @@ def _modality_table(
             f"| {m} | `{record.name}` | {record.distribution or 'registered in code'} | "
             f"{record.version or '-'} | {layout[m]} | {stat('usage', m)} | "
             f"{stat('perplexity', m)} | {stat('concept_usage', m)} | "
-            f"{stat('concept_perplexity', m)} |"
+            f"{stat('concept_perplexity', m)} | {stat('balance_weight', m)} | "
+            f"{stat('grad_share', m)} |"
         )
     return "\n".join(rows)
 
@@ -203,7 +207,7 @@ def eval_results(
     dataset_type, dataset_name, split = _dataset_identity(training_data, datasets)
     results = []
     for key, value in flat.items():
-        if key.split("/")[-1] in NOT_EVALUATED or isinstance(value, bool):
+        if NOT_EVALUATED.intersection(key.split("/")) or isinstance(value, bool):
             continue
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
@@ -317,7 +321,10 @@ from its own codes or translated from another modality's codes.
 
 Usage is the fraction of a codebook a modality uses; perplexity is the exponential of the entropy
 of its code distribution (both from the last evaluation), for the detail codes and for the concept
-codes (a few per sample, which paired modalities are trained to agree on).
+codes (a few per sample, which paired modalities are trained to agree on). Balancer weight is
+the weight of the modality's reconstruction loss at the end of training (modality balancer:
+{flat.get("balancer", "not recorded")}); gradient share is its share of the weighted gradient on
+the decoder's shared output layer, averaged over the run's logged steps.
 
 ## Codebook
 

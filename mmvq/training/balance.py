@@ -11,6 +11,11 @@ codebook and decoder. Each strategy here is one small class behind one interface
   pulled towards ``mean_norm * r_m ** alpha``, ``r_m`` the relative inverse training rate.
 - ``dwa``: Liu, Johns & Davison (2019), Dynamic Weight Average: ``w_m = M * softmax(r_m / T)``
   with ``r_m`` the ratio of the last two windows' mean losses.
+- ``pareto``: for conflicting gradients, after MMPareto (Wei & Hu, ICML 2024): on the shared
+  layer, when two modalities' gradients point against each other (negative inner product) the
+  direction is the minimum-norm point of their convex hull (MGDA, Sener & Koltun 2018), along
+  which no modality's loss increases to first order; its magnitude is raised back to the sum of the
+  modalities' own gradient norms. Without a conflict the weights are the configured ones.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ __all__ = [
     "UncertaintyBalancer",
     "GradNormBalancer",
     "DWABalancer",
+    "ParetoBalancer",
     "build_balancer",
+    "min_norm_weights",
     "grad_norms",
     "BALANCERS",
 ]
@@ -44,12 +51,14 @@ class BalancerConfig:
     """Options of the modality balancer.
 
     Attributes:
-        name: ``static`` | ``uncertainty`` | ``gradnorm`` | ``dwa``.
+        name: ``static`` | ``uncertainty`` | ``gradnorm`` | ``dwa`` | ``pareto``.
         weights: static weights (``static``) or initial weights (others); missing modalities
             weigh 1.
         gradnorm_alpha: GradNorm's asymmetry ``alpha`` (0 equalises gradient norms).
         gradnorm_lr: learning rate of GradNorm's weights (their own Adam optimizer).
         dwa_temperature: DWA's softmax temperature ``T``.
+        pareto_max_weight: ``pareto``'s cap on any modality's weight (the magnitude rescaling
+            would otherwise explode when the gradients nearly cancel).
     """
 
     name: str = "static"
@@ -57,6 +66,7 @@ class BalancerConfig:
     gradnorm_alpha: float = 1.5
     gradnorm_lr: float = 0.025
     dwa_temperature: float = 2.0
+    pareto_max_weight: float = 4.0
 
     def __post_init__(self) -> None:
         if self.name not in BALANCERS:
@@ -83,6 +93,11 @@ class BalancerConfig:
         if self.dwa_temperature <= 0:
             raise ValueError(
                 f"BalancerConfig.dwa_temperature must be > 0, got {self.dwa_temperature!r}"
+            )
+        if not math.isfinite(self.pareto_max_weight) or self.pareto_max_weight <= 0:
+            raise ValueError(
+                f"BalancerConfig.pareto_max_weight must be a finite number > 0, got "
+                f"{self.pareto_max_weight!r}"
             )
 
 
@@ -160,6 +175,23 @@ class ModalityBalancer(nn.Module):
         """Called every window of steps with the window's mean losses (DWA uses it)."""
 
     # helpers
+    def _as_dict(self, values: Tensor) -> dict[str, float]:
+        """``{modality: values[i]}`` in the order of :attr:`modalities`."""
+        return {m: float(values[i]) for i, m in enumerate(self.modalities)}
+
+    def _checked_shared(
+        self, losses: Mapping[str, Tensor], shared_params: Sequence[Tensor] | None
+    ) -> list[Tensor]:
+        """Check ``losses``; the trainable shared parameters (required by gradient-based
+        balancers)."""
+        self._check(losses)
+        if not shared_params:
+            raise ValueError(
+                f"the {self.name!r} balancer needs the shared parameters "
+                "(model.shared_parameters())"
+            )
+        return [p for p in shared_params if p.requires_grad]
+
     def _check(self, losses: Mapping[str, Tensor]) -> None:
         if not losses:
             raise ValueError("combine() got no losses")
@@ -186,6 +218,11 @@ class ModalityBalancer(nn.Module):
             norms = grad_norms(losses, shared_params)
         if norms:
             log.update({f"balance/grad_norm/{m}": n for m, n in norms.items()})
+            # share of the weighted gradients on the shared layer: what the step is made of
+            weighted = {m: weights.get(m, 0.0) * n for m, n in norms.items()}
+            norm_sum = sum(weighted.values())
+            if norm_sum > 0:
+                log.update({f"balance/grad_share/{m}": v / norm_sum for m, v in weighted.items()})
         return BalanceResult(total, weights, log)
 
 
@@ -250,13 +287,10 @@ class GradNormBalancer(ModalityBalancer):
         self.register_buffer("adam_t", torch.zeros(()))
 
     def weights(self) -> dict[str, float]:
-        return {m: float(self.task_weights[i]) for i, m in enumerate(self.modalities)}
+        return self._as_dict(self.task_weights)
 
     def combine(self, losses, shared_params=None, *, log_grad_norms=False) -> BalanceResult:
-        self._check(losses)
-        if not shared_params:
-            raise ValueError("GradNorm needs the shared parameters (model.shared_parameters())")
-        params = [p for p in shared_params if p.requires_grad]
+        params = self._checked_shared(losses, shared_params)
         n = len(self.modalities)
         dev = self.task_weights.device
         norms = torch.zeros(n, device=dev)  # ||grad L_m|| on the shared layer
@@ -338,7 +372,7 @@ class DWABalancer(ModalityBalancer):
         )
 
     def weights(self) -> dict[str, float]:
-        return {m: float(self.current[i]) for i, m in enumerate(self.modalities)}
+        return self._as_dict(self.current)
 
     def epoch_end(self, mean_losses: Mapping[str, float]) -> None:
         new = torch.tensor(
@@ -355,8 +389,107 @@ class DWABalancer(ModalityBalancer):
         self.current.copy_(w)
 
 
+def min_norm_weights(gram: Tensor, iters: int = 100) -> Tensor:
+    """The point ``alpha`` of the probability simplex minimising ``alpha @ gram @ alpha``: the
+    minimum-norm element of the convex hull of gradients whose Gram matrix is ``gram`` (Frank-Wolfe
+    with exact line search, as in MGDA; exact for two gradients). Deterministic."""
+    n = gram.shape[0]
+    alpha = torch.full((n,), 1.0 / n, dtype=gram.dtype, device=gram.device)
+    for _ in range(iters if n > 1 else 0):
+        grad = gram @ alpha
+        t = int(torch.argmin(grad))
+        vv, vt, tt = alpha @ grad, grad[t], gram[t, t]
+        denom = vv - 2 * vt + tt
+        if float(denom) <= 1e-30:
+            break
+        gamma = float(((vv - vt) / denom).clamp(0.0, 1.0))
+        if gamma <= 1e-12:
+            break
+        alpha = alpha * (1 - gamma)
+        alpha[t] += gamma
+    return alpha
+
+
+class ParetoBalancer(ModalityBalancer):
+    """Conflict-aware weights after MMPareto (Wei & Hu, ICML 2024), on the shared layer.
+
+    Each step, every modality's gradient ``g_m`` on the shared parameters (times its configured
+    weight) is all-reduced (averaged over processes, as DDP averages the step's gradient). If no
+    two of them conflict (all inner products >= 0) the weights are the configured ones. Otherwise
+    the direction is the minimum-norm point ``d = sum_m alpha_m g_m`` of their convex hull
+    (:func:`min_norm_weights`), for which ``d . g_m >= |d|^2 >= 0`` for every ``m``: a step along
+    ``-d`` increases no modality's loss to first order. Its magnitude is set to ``sum_m |g_m|``
+    (MMPareto's enhanced magnitude), capped at ``pareto_max_weight`` times the configured weight
+    (scaling, not clipping: the direction is kept). The weights are computed from all-reduced
+    gradients, so they are identical on every rank; every rank must call :meth:`combine` each
+    step. Its state (the last weights, the count of conflicting steps) is in buffers.
+    """
+
+    name = "pareto"
+
+    def __init__(self, config: BalancerConfig, modalities: Sequence[str]) -> None:
+        super().__init__(config, modalities)
+        init = torch.tensor([self.initial_weight(m) for m in self.modalities])
+        self.register_buffer("current", init)
+        self.register_buffer("conflict_steps", torch.zeros(()))
+        self.register_buffer("steps", torch.zeros(()))
+
+    def weights(self) -> dict[str, float]:
+        return self._as_dict(self.current)
+
+    def combine(self, losses, shared_params=None, *, log_grad_norms=False) -> BalanceResult:
+        grads = self._global_grads(losses, self._checked_shared(losses, shared_params))
+        base = torch.tensor([self.initial_weight(m) for m in self.modalities], dtype=grads.dtype)
+        g = grads * base.to(grads.device)[:, None]
+        gram = (g @ g.T).cpu()
+        norms = gram.diagonal().clamp_min(0).sqrt()
+        active = norms > 0
+        sub = gram[active][:, active]
+        conflict = bool((sub < 0).any())
+        with torch.no_grad():
+            weights = base.clone()
+            if conflict:
+                alpha = min_norm_weights(sub)
+                size = float((alpha @ sub @ alpha).clamp_min(0).sqrt())
+                cap = self.config.pareto_max_weight / float(alpha.max())
+                scale = min(float(norms[active].sum()) / max(size, 1e-30), cap)
+                weights[active] = base[active] * alpha * scale
+            self.current.copy_(weights.to(self.current))
+            self.conflict_steps += float(conflict)
+            self.steps += 1
+        w = {m: float(weights[self.modalities.index(m)]) for m in losses}
+        total = sum(w[m] * losses[m] for m in losses)
+        raw = {
+            m: float(norms[i] / base[i].clamp_min(1e-30))
+            for i, m in enumerate(self.modalities)
+            if m in losses
+        }
+        result = self._result(total, w, losses, shared_params, log_grad_norms, norms=raw)
+        result.log["balance/conflict"] = float(conflict)
+        return result
+
+    def _global_grads(self, losses: Mapping[str, Tensor], params: list[Tensor]) -> Tensor:
+        """``[M, P]`` float64: each modality's gradient on ``params``, averaged over processes
+        (zeros where a process lacks the modality, as in DDP's average)."""
+        dev = self.current.device
+        size = sum(p.numel() for p in params)
+        flat = torch.zeros(len(self.modalities), size, device=dev)
+        for i, m in enumerate(self.modalities):
+            if m in losses and losses[m].requires_grad:
+                gs = torch.autograd.grad(losses[m], params, retain_graph=True, allow_unused=True)
+                flat[i] = torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).detach().float().reshape(-1)
+                        for g, p in zip(gs, params)
+                    ]
+                )
+        distributed.all_reduce_(flat)
+        return flat.double() / distributed.world_size()
+
+
 BALANCERS: dict[str, type[ModalityBalancer]] = {
-    cls.name: cls for cls in (StaticBalancer, UncertaintyBalancer, GradNormBalancer, DWABalancer)
+    cls.name: cls
+    for cls in (StaticBalancer, UncertaintyBalancer, GradNormBalancer, DWABalancer, ParetoBalancer)
 }
 
 

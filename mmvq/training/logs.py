@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MetricWindow", "append_record"]
+__all__ = ["MetricWindow", "append_record", "balance_summary"]
 
 
 class MetricWindow:
@@ -125,3 +125,24 @@ def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append ``record`` as one JSON line to ``path`` (the run's ``train_log.jsonl``)."""
     with Path(path).open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def balance_summary(train_log: str | os.PathLike, balancer: Any) -> dict[str, Any]:
+    """What ``metrics.json`` (and the model card) say about the modality balancer: its name, its
+    final weights (``balance_weight_per_modality``) and each modality's share of the weighted
+    gradient on the shared layer averaged over the run's logged steps
+    (``balance_grad_share_per_modality``, from ``balance/grad_share/<m>`` in ``train_log``)."""
+    shares: dict[str, list[float]] = {}
+    path = Path(train_log)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for line in lines:
+        for key, value in json.loads(line).items():
+            if key.startswith("balance/grad_share/") and isinstance(value, (int, float)):
+                shares.setdefault(key.rsplit("/", 1)[-1], []).append(float(value))
+    summary: dict[str, Any] = {
+        "balancer": balancer.name,
+        "balance_weight_per_modality": dict(balancer.weights()),
+    }
+    if shares:
+        summary["balance_grad_share_per_modality"] = {m: sum(v) / len(v) for m, v in shares.items()}
+    return summary

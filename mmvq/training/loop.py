@@ -37,7 +37,7 @@ from mmvq.training.checkpoint import save_checkpoint
 from mmvq.training.config import TrainConfig
 from mmvq.training.evaluate import Scorer, evaluate
 from mmvq.training.gan import gan_inputs, generator_gan_loss
-from mmvq.training.logs import MetricWindow, append_record
+from mmvq.training.logs import MetricWindow, append_record, balance_summary
 from mmvq.training.setup import TrainingRun, setup_training
 from mmvq.training.step import (
     GeneratorLoss,
@@ -141,6 +141,7 @@ class Loop:
             skipped_rows=state["skipped_rows"],
         )
         if acc.is_main_process:
+            metrics.update(balance_summary(self.setup.run_dir.train_log, self.modules.balancer))
             self.setup.run_dir.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True))
         acc.wait_for_everyone()
         return metrics
