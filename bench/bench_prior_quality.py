@@ -105,22 +105,27 @@ def _train(args: argparse.Namespace, model: Any, train: Any, evals: Any) -> Any:
 
 
 def _reference(model: Any, rows: Any) -> dict[str, float]:
-    """The tokenizer model alone: reconstruction of the true codes, deterministic translation."""
-    from mmvq.prior.glue import encode_batch
+    """The tokenizer model alone: reconstruction of the true codes, deterministic translation.
+    Every code level the model has (concept and detail) of the given modalities is decoded, as
+    the prior's samples are."""
+    from mmvq.prior.glue import decode_span_codes, encode_batch
     from mmvq_adapters.shapes import ShapeAttributes
     from mmvq_adapters.shapes.generation_metrics import conditional_image_metrics, text_metrics
 
     attrs = [ShapeAttributes(r["colour"], r["shape"], r["size"], r["position"]) for r in rows]
     batch = model.prepare([{"image": r["image"], "text": r["text"]} for r in rows])
     span = encode_batch(model, batch)
-    codes = {m: span[(m, "detail")] for m in ("image", "text")}
+
+    def decode(sources: tuple[str, ...], target: str) -> dict[str, Any]:
+        given = {key: c for key, c in span.items() if key[0] in sources}
+        return model.postprocess(decode_span_codes(model, given, [target]))
+
     out = {}
-    with torch.no_grad():
-        rec = model.postprocess(model.decode(codes, targets=["image", "text"]))
-        img_from_img = model.postprocess(model.decode({"image": codes["image"]}, ["image"]))
-        txt_from_txt = model.postprocess(model.decode({"text": codes["text"]}, ["text"]))
-        t2i = model.postprocess(model.decode({"text": codes["text"]}, ["image"]))
-        i2t = model.postprocess(model.decode({"image": codes["image"]}, ["text"]))
+    rec = decode(("image", "text"), "image")
+    img_from_img = decode(("image",), "image")
+    txt_from_txt = decode(("text",), "text")
+    t2i = decode(("text",), "image")
+    i2t = decode(("image",), "text")
     refs = [r["text"] for r in rows]
     out["recon_image_all_attributes"] = conditional_image_metrics(img_from_img["image"], attrs)[
         "all_attributes_accuracy"
