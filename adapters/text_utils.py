@@ -56,7 +56,8 @@ def builtin_byt5() -> ByT5Tokenizer:
 def resolve_tokenizer(tokenizer: TokenizerLike) -> PreTrainedTokenizerBase:
     """Turn a tokenizer instance, ``"byt5"``, a local path or a cached name into a tokenizer.
 
-    Never downloads: names go through ``AutoTokenizer.from_pretrained(..., local_files_only=True)``.
+    Never downloads and never runs a repository's code: names go through
+    ``AutoTokenizer.from_pretrained(name, local_files_only=True, trust_remote_code=False)``.
 
     Raises:
         AdapterInputError: the name or path is not available offline, or the value has the wrong
