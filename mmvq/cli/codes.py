@@ -155,12 +155,12 @@ def _write_code_rows(f: Any, loader: Any, model: Any, args: argparse.Namespace) 
 
     from mmvq.utils.batches import to_device
 
-    device = next(model.parameters()).device
     row = 0
     with tqdm(total=len(loader.dataset), unit="row", desc="encoding") as bar:
         for batch in loader:
             with torch.no_grad():
-                codes = _select_level(model.encode(to_device(batch, device)), args.level, model)
+                encoded = model.encode(to_device(batch, model.device))
+            codes = _select_level(encoded, args.level, model)
             size = len(next(iter({**codes.detail, **codes.concept}.values())))
             for i in range(size):
                 record = {"row": row + i}

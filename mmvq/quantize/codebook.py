@@ -393,9 +393,9 @@ class SharedCodebook(nn.Module):
         b, n = z.shape[:2]
         out = self.project_out(q) if self.project_out is not None else q
         out = out.to(z.dtype)
+        codes = _codes_in_place(idx, mask, b, n)
         if mask is None:
-            return out.view(b, n, -1), idx.view(b, n)
-        codes = torch.full((b, n), -1, dtype=torch.long, device=z.device).index_put_((mask,), idx)
+            return out.view(b, n, -1), codes
         return z.index_put((mask,), out), codes
 
     @torch.no_grad()
@@ -414,15 +414,7 @@ class SharedCodebook(nn.Module):
         lookup = self._codes().detach()
         for m in chosen:
             idx = nearest(flat[m].detach().float(), lookup, self.config.memory_budget_mb)
-            b, n = z[m].shape[:2]
-            mask = masks[m]
-            own[m] = (
-                idx.view(b, n)
-                if mask is None
-                else torch.full((b, n), -1, dtype=torch.long, device=idx.device).index_put_(
-                    (mask,), idx
-                )
-            )
+            own[m] = _codes_in_place(idx, masks[m], *z[m].shape[:2])
             if m in hists:
                 hists[m] = torch.bincount(idx, minlength=self.config.num_codes)
         return own, hists
@@ -486,3 +478,10 @@ class SharedCodebook(nn.Module):
             f"modalities={list(self.modalities)}, num_codes={c.num_codes}, code_dim={c.code_dim}, "
             f"lookup_dim={c.lookup_dim}, ema={c.ema}, l2_normalize={c.l2_normalize}"
         )
+
+
+def _codes_in_place(idx: Tensor, mask: Tensor | None, b: int, n: int) -> Tensor:
+    """Flat codes of the real tokens back into ``long [B, N]`` (padding: ``-1``)."""
+    if mask is None:
+        return idx.view(b, n)
+    return torch.full((b, n), -1, dtype=torch.long, device=idx.device).index_put_((mask,), idx)
