@@ -35,7 +35,7 @@ VARIANTS: dict[str, dict] = {
     "no_match": {"match_weight": 0.0},
     "no_joint_assignment": {"joint_assignment": False},
     "no_detail_dropout": {"detail_dropout": 0.0},
-    "with_decorrelation": {"decorrelation_weight": 1.0},
+    "no_decorrelation": {"decorrelation_weight": 0.0},
 }
 
 COLUMNS = (

@@ -131,7 +131,7 @@ def build(modalities: list[str], concepts: int, concept_options: dict):
     args = ModelArguments(
         modalities=",".join(modalities),
         adapter_overrides={m: o for m, o in overrides.items() if m in modalities},
-        num_codes=256,
+        num_codes=1024,
         concept={**concept_options, "num_concepts": concepts},
     )
     return build_model(args)

@@ -23,7 +23,9 @@ DEFAULTS = dict(
     adapter_overrides={
         "image": {"base_channels": 16, "num_groups": 8, "disc_base_channels": 16, "loss": "l2"}
     },
-    num_codes=256,
+    # 1024 detail codes: at 256 the image's colours merged (yellow decoded as orange); 1024 raised
+    # PSNR by 0.5-2.3 dB and image -> text exact match from 0.76 to 0.91 (same seed); 2048 did worse
+    num_codes=1024,
     builtin_num_train=2048,
     builtin_num_eval=128,
     max_steps=600,

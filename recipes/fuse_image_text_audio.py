@@ -26,7 +26,7 @@ DEFAULTS = dict(
             "attn_at_lowest": False,
         },
     },
-    num_codes=256,
+    num_codes=1024,
     builtin_num_train=2048,
     builtin_num_eval=64,
     builtin_with_audio=True,

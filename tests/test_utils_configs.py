@@ -44,6 +44,13 @@ def test_parse_mapping_reads_dicts_json_and_pairs_with_nested_values():
         "n": 3,
         "s": "abc",
     }
+    # Python's spellings of the constants, as typed on a command line, mean the constants
+    assert parse_mapping("a=True,b=false,c=None,d=Truely", "O") == {
+        "a": True,
+        "b": False,
+        "c": None,
+        "d": "Truely",
+    }
     assert parse_mapping("col=2019,b=", "O", json_values=False) == {"col": "2019", "b": ""}
     assert parse_mapping("gradnorm", "O", shorthand="name") == {"name": "gradnorm"}
     with pytest.raises(ValueError, match=r"^O: 'x' is not key=value; write e.g. 'k=v'$"):

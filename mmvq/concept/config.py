@@ -55,9 +55,11 @@ class ConceptConfig:
             classified, over the concept codebook, into the code the pair shares.
         match_temperature: its temperature, in units of each token's spread of distances.
         decorrelation_weight: weight of the term that keeps the ``S`` concepts of a sample from
-            carrying the same information (linear CKA between concept slots over the batch);
-            off by default: on the shapes data it made the slots distinct but lowered the
-            agreement of paired samples' codes.
+            carrying the same information (linear CKA between concept slots over the batch).
+            Without it the slots learn one summary: on the shapes data every slot of every
+            sample held the same code, 72 distinct codes for 95 attribute combinations, so
+            retrieval by codes could not tell colours apart (R@1 0.77); with it each combination
+            got its own code tuple (R@1 0.97) at a small cost in agreement (0.98 -> 0.93).
         joint_assignment: in training, quantise paired samples' concept tokens to the code
             nearest to all of them (or to the ``anchor``'s), so that partners commit to one code.
         anchor: a modality whose own nearest codes are the joint codes of the rows that hold it
@@ -79,7 +81,7 @@ class ConceptConfig:
     contrastive_temperature: float = 0.1
     match_weight: float = 0.5
     match_temperature: float = 0.5
-    decorrelation_weight: float = 0.0
+    decorrelation_weight: float = 1.0
     joint_assignment: bool = True
     anchor: str = ""
     lr_scale: float = 0.1

@@ -53,8 +53,15 @@ def from_preset(
     return cls(**{**presets[name], **overrides})
 
 
+#: Python's spellings of the JSON constants, as a user writes them on a command line
+_PYTHON_CONSTANTS: dict[str, Any] = {"True": True, "False": False, "None": None}
+
+
 def _parse_value(value: str) -> Any:
-    """A ``key=value`` value: JSON when it parses (numbers, bools, objects), else the string."""
+    """A ``key=value`` value: JSON when it parses (numbers, bools, objects), Python's ``True``,
+    ``False`` and ``None`` as the constants they name, else the string."""
+    if value.strip() in _PYTHON_CONSTANTS:
+        return _PYTHON_CONSTANTS[value.strip()]
     try:
         return json.loads(value)
     except ValueError:
