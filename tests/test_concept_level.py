@@ -101,6 +101,24 @@ def test_paired_samples_learn_to_agree_on_concept_codes():
     assert r1 > 0.9, r1
 
 
+def test_by_default_the_slots_of_a_sample_do_not_all_collapse_onto_one_code():
+    """Without slot decorrelation every slot learns the same summary (each row's two slots hold
+    one code); the default (decorrelation on) keeps them apart without costing retrieval."""
+
+    def slots_equal(model: MultimodalVQ) -> float:
+        batch, _ = _paired(model, 64, torch.Generator().manual_seed(99))
+        codes = model.eval().encode(batch).concept["vec"]
+        return (codes[:, 0] == codes[:, 1]).float().mean().item()
+
+    collapsed = _model({"num_concepts": 2, "decorrelation_weight": 0.0})
+    _train(collapsed, 70)
+    assert slots_equal(collapsed) == 1.0
+    default = _model({"num_concepts": 2})
+    _train(default, 70)
+    assert slots_equal(default) < 0.9
+    assert _scores(default)[1] > 0.9
+
+
 def test_without_the_alignment_terms_the_modalities_do_not_agree():
     model = _model(
         {

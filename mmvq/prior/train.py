@@ -46,8 +46,14 @@ from mmvq.training.inputs import check_output_dir
 from mmvq.training.run_dir import RunDirectory
 from mmvq.training.run_identity import RunIdentity, run_identity
 
-# one way to build them, claim a directory and find the checkpoint to resume: mmvq.train's
-from mmvq.training.setup import _accelerator, _claim, _resume_path, _scheduler, _unclaim
+# the same accelerator, directory claim, resume lookup and schedule as mmvq.train
+from mmvq.training.setup import (
+    claim_run,
+    find_resume_checkpoint,
+    make_accelerator,
+    make_scheduler,
+    release_run,
+)
 from mmvq.utils.logging import get_logger
 
 __all__ = ["PriorTrainConfig", "PriorTrainResult", "prior_run_identity", "train_prior"]
@@ -180,10 +186,10 @@ def train_prior(
     if not isinstance(cfg, PriorTrainConfig):
         raise TypeError(f"config must be a PriorTrainConfig, got {type(cfg).__name__}")
     run_dir = RunDirectory(check_output_dir(cfg.output_dir))
-    acc = _accelerator(cfg, run_dir)
+    acc = make_accelerator(cfg, run_dir)
     identity = prior_run_identity(cfg, model, train_data, prior_config, tokenizer, column_map)
     fresh = not run_dir.run_file.exists()
-    lock = _claim(acc, run_dir, identity, cfg)
+    lock = claim_run(acc, run_dir, identity, cfg)
     try:
         loop, encode_seconds = _prepare_run(
             cfg,
@@ -197,7 +203,7 @@ def train_prior(
             tokenizer,
         )
     except BaseException:
-        _unclaim(run_dir, lock, fresh)  # a run that fails before its first step
+        release_run(run_dir, lock, fresh)  # a run that fails before its first step
         raise
     try:
         metrics = loop.run()
@@ -298,9 +304,9 @@ class _PriorLoop:
         lm = self.prior.lm
         opt = _optimizer(lm, cfg)
         self.lm, self.opt, self.train_loader = acc.prepare(lm, opt, train_loader)
-        self.sched = _scheduler(self.opt, cfg, cfg.max_steps)
+        self.sched = make_scheduler(self.opt, cfg, cfg.max_steps)
         self.fingerprint = model_fingerprint(acc.unwrap_model(self.lm))
-        resume = _resume_path(self.run_dir, cfg, self.fingerprint, acc, self.run_id)
+        resume = find_resume_checkpoint(self.run_dir, cfg, self.fingerprint, acc, self.run_id)
         if resume is not None:
             loaded = load_checkpoint(acc, resume)
             for key in self.state:

@@ -39,7 +39,17 @@ from mmvq.training.run_identity import (
 )
 from mmvq.utils.logging import get_logger
 
-__all__ = ["Modules", "Optimizers", "TrainingRun", "setup_training"]
+__all__ = [
+    "Modules",
+    "Optimizers",
+    "TrainingRun",
+    "claim_run",
+    "find_resume_checkpoint",
+    "make_accelerator",
+    "make_scheduler",
+    "release_run",
+    "setup_training",
+]
 
 logger = get_logger(__name__)
 
@@ -112,7 +122,10 @@ def _report_to(cfg: TrainConfig) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _accelerator(cfg: TrainConfig, run_dir: RunDirectory) -> Any:
+def make_accelerator(cfg: TrainConfig, run_dir: RunDirectory) -> Any:
+    """The run's ``Accelerator``: accumulation, precision, trackers logging under
+    ``run_dir.logs``, seedable sampling (exact resume) and DDP that tolerates unused
+    parameters (an absent modality leaves its adapter without gradient)."""
     from accelerate import Accelerator
     from accelerate.utils import (
         DataLoaderConfiguration,
@@ -148,7 +161,9 @@ def _train_subset(train_ds: Any, cfg: TrainConfig) -> str:
     return f"the first {limit} training examples"
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    """The learning-rate schedule ``cfg.lr_scheduler`` (transformers' cosine, linear or
+    constant, each after ``cfg.lr_warmup_steps`` of warm-up) over ``total_steps``."""
     from transformers import (
         get_constant_schedule_with_warmup,
         get_cosine_schedule_with_warmup,
@@ -188,7 +203,7 @@ def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
     return flat
 
 
-def _claim(accelerator: Any, run_dir: RunDirectory, identity: Any, cfg: RunOptions) -> Any:
+def claim_run(accelerator: Any, run_dir: RunDirectory, identity: Any, cfg: RunOptions) -> Any:
     """The main process locks and claims the output directory; every process learns the
     verdict (one broadcast) and raises the same :class:`OutputDirError` on a refusal."""
     from accelerate.utils import broadcast_object_list
@@ -205,7 +220,7 @@ def _claim(accelerator: Any, run_dir: RunDirectory, identity: Any, cfg: RunOptio
     return lock
 
 
-def _unclaim(run_dir: RunDirectory, lock: RunLock | None, fresh: bool) -> None:
+def release_run(run_dir: RunDirectory, lock: RunLock | None, fresh: bool) -> None:
     """Release the lock of a run that failed before its first step; a directory that was
     unclaimed before it (``fresh``: no ``run.json``) is left unclaimed."""
     if lock is not None:
@@ -214,7 +229,7 @@ def _unclaim(run_dir: RunDirectory, lock: RunLock | None, fresh: bool) -> None:
         lock.release()
 
 
-def _resume_path(
+def find_resume_checkpoint(
     run_dir: RunDirectory,
     cfg: RunOptions,
     fingerprint: dict[str, Any],
@@ -386,16 +401,16 @@ def setup_training(
     :func:`mmvq.train`'s. The output directory is claimed (and locked) first: a run never
     writes into another run's directory (:mod:`mmvq.training.run_identity`)."""
     run_dir = RunDirectory(check_output_dir(cfg.output_dir))
-    accelerator = _accelerator(cfg, run_dir)
+    accelerator = make_accelerator(cfg, run_dir)
     identity = run_identity(cfg, model_fingerprint(model), train_data)
     fresh = not run_dir.run_file.exists()
-    lock = _claim(accelerator, run_dir, identity, cfg)
+    lock = claim_run(accelerator, run_dir, identity, cfg)
     try:
         run = _setup(
             model, train_data, cfg, eval_data, translation_scorers, column_map, run_dir, accelerator
         )
     except BaseException:
-        _unclaim(run_dir, lock, fresh)  # a run refused before its first step
+        release_run(run_dir, lock, fresh)  # a run refused before its first step
         raise
     run.run_id, run.lock = identity.fingerprint, lock
     return run
@@ -419,7 +434,7 @@ def _setup(
     discs = DiscriminatorSet.from_model(model, cfg.gan_loss) if cfg.gan_weight > 0 else None
     fingerprint = model_fingerprint(model, discs)
     run_id = run_identity(cfg, model_fingerprint(model), train_data).fingerprint
-    resume_path = _resume_path(run_dir, cfg, fingerprint, accelerator, run_id)
+    resume_path = find_resume_checkpoint(run_dir, cfg, fingerprint, accelerator, run_id)
 
     train_loader = make_loader(train_ds, model, cfg, train=True)
     eval_loader = make_loader(eval_ds if eval_ds is not None else train_ds, model, cfg, train=False)
@@ -431,7 +446,7 @@ def _setup(
     )
     # After prepare: each process's loader holds its share of the batches.
     total_steps = _total_steps(cfg, train_loader)
-    optimizers.schedule = _scheduler(optimizers.generator, cfg, total_steps)
+    optimizers.schedule = make_scheduler(optimizers.generator, cfg, total_steps)
     modules.ema = ModelEMA(modules.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     state = {
