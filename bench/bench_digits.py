@@ -89,8 +89,14 @@ def make_data(test_fraction: float, seed: int, audio: bool):
                 )
                 for i in indices
             ]
-            features["audio"] = datasets.Audio(decode=False)
-        return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+            # a plain struct first, then a cast: datasets 5 encodes Audio values through
+            # torchcodec even when the value is already file bytes; a cast does not
+            features["audio"] = {
+                "bytes": datasets.Value("binary"),
+                "path": datasets.Value("string"),
+            }
+        ds = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+        return ds.cast_column("audio", datasets.Audio(decode=False)) if audio else ds
 
     return (
         rows(idx_train, False),
