@@ -94,7 +94,7 @@ def test_plugin_adapters_get_a_concept_level_without_code_of_their_own():
 
 def test_paired_samples_learn_to_agree_on_concept_codes():
     model = _model({"num_concepts": 2})
-    _train(model, 70)
+    _train(model, 100)  # the default detail dropout (0.25) reached 0.77 at 70 steps, 0.86 at 100
     agreement, r1 = _scores(model)
     # chance: independent codes agree on 1/16 of the slots, retrieval hits 1/4 of the time
     assert agreement > 0.8, agreement

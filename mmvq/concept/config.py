@@ -47,7 +47,10 @@ class ConceptConfig:
         heads: attention heads of the summariser; must divide ``dim``.
         detail_dropout: in training, the probability that a visible modality's detail codes are
             hidden from the fusion decoder for a row, so that it learns to reconstruct (and
-            translate) from concept codes alone.
+            translate) from concept codes alone. Without it the decoder leans on the detail
+            codes and translation falls; at 0.5 the image lost about 0.5-1 dB of PSNR to 0.25 and
+            translated worse on two seeds of the shapes recipe (image -> text exact match 0.91
+            and 0.35 against 0.96 and 0.77), so 0.25 is the default.
         contrastive_weight: weight of the contrastive term between paired samples' concept
             tokens (rows with identical inputs in some modality count as positives).
         contrastive_temperature: its temperature (cosine similarities).
@@ -76,7 +79,7 @@ class ConceptConfig:
     dim: int = 128
     depth: int = 2
     heads: int = 4
-    detail_dropout: float = 0.5
+    detail_dropout: float = 0.25
     contrastive_weight: float = 1.0
     contrastive_temperature: float = 0.1
     match_weight: float = 0.5
