@@ -28,13 +28,15 @@ DEFAULTS = dict(
     num_codes=1024,
     builtin_num_train=2048,
     builtin_num_eval=128,
-    max_steps=600,
+    # 800 steps: at 600 the model was still improving fast and translation depended on the draw
+    # (image -> text exact match 0.77-0.96 over three runs); at 800, 0.95-1.00 on two seeds
+    max_steps=800,
     per_device_batch_size=32,
     learning_rate=1e-3,
     lr_warmup_steps=20,
     adam_beta1=0.9,
     adam_beta2=0.99,
-    gan_start_step=450,
+    gan_start_step=600,
     gan_weight=0.1,
     log_every=20,
     eval_every=200,
