@@ -15,8 +15,8 @@ Your own data: --train_file data.jsonl (--image_column / --text_column name the 
 from mmvq.training.recipe import recipe_script
 
 # The defaults of this recipe (any flag or config file overrides them): sized so that the run
-# finishes in about 7-9 minutes on a 2-core CPU (376-486 s of training in clean-clone CI runs) and
-# still learns the shapes data.
+# finishes in about 8 minutes on a 2-core CPU (336 s of training, 477 s with the install, in a
+# clean-clone CI run) and learns the shapes data.
 DEFAULTS = dict(
     modalities="image,text",
     output_dir="outputs/fuse_image_text",
