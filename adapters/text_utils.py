@@ -78,9 +78,8 @@ def resolve_tokenizer(tokenizer: TokenizerLike) -> PreTrainedTokenizerBase:
     if os.path.isdir(tokenizer):
         check_data_folder(tokenizer)  # a tokenizer with an auto_map or .py is refused
     try:
-        return AutoTokenizer.from_pretrained(
-            tokenizer, local_files_only=True, trust_remote_code=False
-        )
+        offline_only = {"local_files_only": True}  # names come from the local cache only
+        return AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=False, **offline_only)
     except (OSError, ValueError) as err:
         raise AdapterInputError(
             f"tokenizer={tokenizer!r} is not available offline: it is neither a local directory "

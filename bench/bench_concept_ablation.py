@@ -84,7 +84,7 @@ def _cell(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--max_steps", type=int, default=None, help="training steps (default: the recipe's, 800)"
+        "--max_steps", type=int, default=None, help="training steps (default: the recipe's own)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
