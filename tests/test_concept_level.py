@@ -133,6 +133,37 @@ def test_without_the_alignment_terms_the_modalities_do_not_agree():
     assert agreement < 0.5, agreement
 
 
+def test_dead_concept_codes_restart_onto_the_joint_centroid_of_paired_rows():
+    """A restarted concept code sits where joint assignment puts a pair (the normalised mean of
+    the partners' concept tokens), not on one modality's token."""
+    from mmvq.concept.losses import joint_centroids
+
+    model = _model(
+        {
+            "num_concepts": 2,
+            "codebook": {"restart_every": 1, "restart_until": 0, "dead_code_threshold": 1e9},
+        }
+    ).train()
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen["z"], seen["kw"] = args[0], kwargs
+
+    handle = model.concept.codebook.register_forward_pre_hook(capture, with_kwargs=True)
+    batch, _ = _paired(model, 8, torch.Generator().manual_seed(3))
+    model(batch, modality_dropout=0.0)
+    handle.remove()
+    cb = model.concept.codebook
+    centre = joint_centroids(seen["z"], seen["kw"]["present"], cb)["vec"].reshape(-1, 16)
+    assert torch.allclose(seen["kw"]["restart_from"]["seq"].reshape(-1, 16), centre)
+    own = torch.cat([cb.lookup_space(seen["z"][m].detach()).reshape(-1, 16) for m in seen["z"]])
+    # every code was dead: each now holds one of the 16 (row, slot) centroids, none a token
+    book = cb.codebook
+    to_centre = torch.cdist(book, centre).min(dim=1).values
+    to_token = torch.cdist(book, own).min(dim=1).values
+    assert (to_centre < 1e-5).all() and (to_token > 1e-3).all()
+
+
 def test_summaries_ignore_padding_and_absent_rows():
     model = _model({"num_concepts": 2}).eval()
     batch, _ = _paired(model, 3, torch.Generator().manual_seed(0))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from mmvq.concept import ConceptConfig
-from mmvq.concept.losses import concept_losses, joint_assignment, row_groups, slot_cka
+from mmvq.concept.losses import (
+    concept_losses,
+    joint_assignment,
+    joint_centroids,
+    row_groups,
+    slot_cka,
+)
 from mmvq.quantize import CodebookConfig, SharedCodebook
 
 
@@ -31,6 +37,32 @@ def test_joint_code_is_nearest_to_both_partners():
     # with an anchor, the anchor's own nearest code wins
     anchored = joint_assignment({"a": a, "b": b}, present, cb, anchor="b")
     assert anchored["a"].item() == anchored["b"].item() == 2
+
+
+def test_joint_centroid_is_where_the_joint_code_would_sit():
+    """A code restarted onto a row's joint centroid is that row's joint choice, for plain and
+    cosine codebooks, with an absent partner and with an anchor."""
+    for cosine in (False, True):
+        torch.manual_seed(1)
+        cb = SharedCodebook(
+            CodebookConfig(num_codes=16, code_dim=4, kmeans_init=False, l2_normalize=cosine),
+            ["a", "b", "c"],
+        ).eval()
+        concepts = {m: torch.randn(6, 3, 4) for m in "abc"}
+        present = {m: torch.ones(6, dtype=torch.bool) for m in "abc"}
+        present["c"][:2] = False
+        for anchor in ("", "b"):
+            centre = joint_centroids(concepts, present, cb, anchor)
+            assert centre["a"] is centre["b"] is centre["c"]
+            assert centre["a"].shape == (6, 3, cb.lookup_dim)
+            # put the centroid of row 0 / slot 0 and of row 3 / slot 2 into the codebook:
+            # joint assignment then picks exactly those codes for those (row, slot)s
+            book = cb.code_vectors.data
+            book[5], book[9] = centre["a"][0, 0], centre["a"][3, 2]
+            joint = joint_assignment(concepts, present, cb, anchor)["a"]
+            assert (joint[0, 0].item(), joint[3, 2].item()) == (5, 9)
+        if cosine:
+            assert torch.allclose(centre["a"].norm(dim=-1), torch.ones(6, 3))
 
 
 def test_row_groups_mark_identical_inputs():

@@ -295,6 +295,31 @@ def test_dead_codes_restart_from_both_modalities() -> None:
     assert torch.all(cb.cluster_size[2:] == 1.0)
 
 
+def test_dead_codes_restart_onto_restart_from_not_the_tokens() -> None:
+    torch.manual_seed(0)
+    cb = make(
+        modalities=["a", "b"], num_codes=8, code_dim=2, restart_every=3, reservoir_size=32
+    ).train()
+    start = torch.full((8, 2), 100.0)
+    start[0] = torch.tensor([10.0, 0.0])
+    start[1] = torch.tensor([-10.0, 0.0])
+    set_codes(cb, start)
+    target = torch.tensor([0.0, 30.0])  # far from every token of both modalities
+    for _ in range(3):
+        za = torch.tensor([10.0, 0.0]) + torch.randn(4, 5, 2)
+        zb = torch.tensor([-10.0, 0.0]) + torch.randn(4, 5, 2)
+        restart = target + 0.01 * torch.randn(4, 5, 2)
+        cb({"a": za, "b": zb}, restart_from={"a": restart, "b": restart.clone()})
+    dead = cb.codebook[2:]
+    assert ((dead - target).norm(dim=1) < 0.1).all()  # all 6 dead codes moved onto restart_from
+    assert len({tuple(v) for v in dead.tolist()}) == 6
+
+    with pytest.raises(AdapterInputError, match=r"restart_from\['a'\] must be a float Tensor"):
+        cb({"a": za, "b": zb}, restart_from={"a": torch.zeros(4, 5, 3)})
+    with pytest.raises(AdapterInputError, match="restart_from has modality 'c'"):
+        cb({"a": za, "b": zb}, restart_from={"c": torch.zeros(4, 5, 2)})
+
+
 def test_restarts_stop_after_restart_until() -> None:
     def dead_codes_after_two_steps(until: int) -> torch.Tensor:
         torch.manual_seed(0)

@@ -20,10 +20,15 @@ CONCEPT_CODEBOOK_DEFAULTS: dict[str, Any] = {
     # concept tokens start out nearly identical for every sample (the learned queries dominate):
     # a k-means on the first batch would put every code on that one point
     "kmeans_init": False,
-    # codes the summaries have not reached yet move onto recent summaries soon, but only early:
-    # a code restarted onto one modality's summary later wins that modality's own lookup at
-    # evaluation while training assigns partners jointly (on the digits bench, restarts for all
-    # 600 steps left evaluation agreement at 0.0; stopping them at step 100 gave 0.996)
+    # codes the summaries have not reached yet move onto recent summaries soon, but only early.
+    # They restart onto the *joint* centroid of a pair's concept tokens (where joint assignment
+    # puts the pair: mmvq.concept.losses.joint_centroids), not onto one modality's token: such
+    # a code would win that modality's own lookup at evaluation without being the pair's joint
+    # choice in training (on the digits bench, own-token restarts for all 600 steps left
+    # evaluation agreement at 0.0; stopping them at step 100 gave 0.996). Restarts split the
+    # pairs' clusters and cost agreement while they run (shapes recipe, joint restarts for all
+    # 800 steps: agreement 0.86 against 0.94 when they stop at step 100), so they stop early;
+    # a recipe whose summaries spread late (three modalities) restarts longer.
     "restart_every": 25,
     "restart_until": 100,
     # both partners are pulled onto their one joint code

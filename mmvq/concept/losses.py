@@ -30,7 +30,7 @@ from torch import Tensor
 
 from mmvq.concept.config import ConceptConfig
 
-__all__ = ["concept_losses", "joint_assignment", "row_groups", "slot_cka"]
+__all__ = ["concept_losses", "joint_assignment", "joint_centroids", "row_groups", "slot_cka"]
 
 
 @torch.no_grad()
@@ -55,6 +55,38 @@ def joint_assignment(
         own = codebook.distances(concepts[anchor].detach()).argmin(-1)
         idx = torch.where(present[anchor][:, None], own, idx)
     return dict.fromkeys(concepts, idx)
+
+
+@torch.no_grad()
+def joint_centroids(
+    concepts: Mapping[str, Tensor],
+    present: Mapping[str, Tensor],
+    codebook: Any,
+    anchor: str = "",
+) -> dict[str, Tensor]:
+    """Where each (row, slot)'s joint code should sit, in the codebook's lookup space:
+    ``{m: [B, S, Dl]}``, the same for every modality.
+
+    The code :func:`joint_assignment` picks minimises the summed squared distance to the row's
+    present modalities, i.e. it is the code nearest to their mean; for cosine codes, to the
+    mean's direction (l2-normalised). Rows holding ``anchor`` take the anchor's own token. Dead
+    concept codes restart onto these points (``SharedCodebook(restart_from=...)``): a code
+    restarted onto one modality's token would win that modality's own lookup at evaluation
+    without ever being the joint choice in training, so paired samples would stop agreeing.
+    """
+    total = count = None
+    for m, c in concepts.items():
+        w = present[m][:, None, None].to(torch.float32)
+        u = codebook.lookup_space(c.detach()).float() * w
+        total = u if total is None else total + u
+        count = w if count is None else count + w
+    mean = total / count.clamp_min(1.0)
+    if codebook.config.l2_normalize:
+        mean = F.normalize(mean, dim=-1)
+    if anchor in concepts:
+        own = codebook.lookup_space(concepts[anchor].detach()).float()
+        mean = torch.where(present[anchor][:, None, None], own, mean)
+    return dict.fromkeys(concepts, mean)
 
 
 @torch.no_grad()

@@ -44,6 +44,7 @@ from mmvq.quantize.validation import (
     check_assignment,
     check_data,
     check_device,
+    check_restart_from,
     validate_inputs,
 )
 from mmvq.utils.memory import check_fits
@@ -287,6 +288,7 @@ class SharedCodebook(nn.Module):
         weights: dict[str, float] | None = None,
         present: dict[str, Tensor] | None = None,
         assign: dict[str, Tensor] | None = None,
+        restart_from: dict[str, Tensor] | None = None,
     ) -> QuantizerOutput:
         """Quantise each modality's tokens with the shared codebook.
 
@@ -307,6 +309,11 @@ class SharedCodebook(nn.Module):
                 them; the batch statistics (usage, overlap, agreement) are those of each
                 modality's own nearest codes, what :meth:`lookup` gives at inference, so that a
                 joint assignment cannot make paired samples look as if they agreed.
+            restart_from: optional per modality float ``[B, N_m, Dl]`` vectors in the lookup
+                space (:meth:`lookup_space`) that dead codes restart onto instead of the
+                modality's own tokens: the concept level passes each row's joint centroid, the
+                point its jointly assigned code should sit at, so that a restarted code is one
+                paired samples can share.
 
         In training mode this updates the EMA statistics (all-reduced when distributed), runs the
         k-means init on the first call, and restarts dead codes every ``restart_every`` calls.
@@ -334,6 +341,7 @@ class SharedCodebook(nn.Module):
             if ema.all_ranks_agree(finite, self.device):
                 ema.kmeans_init(self, sample, weight)
         chosen = check_assignment(self, z, masks, assign)
+        restart_flat = check_restart_from(self, z, masks, restart_from)
         z_q, codes, losses, assigned = self._quantize(z, masks, flat, active, chosen)
         # the losses sum every real token: a non-finite one means non-finite z (no extra pass).
         # In training a non-finite batch is not an input error but a diverging step: the
@@ -345,7 +353,7 @@ class SharedCodebook(nn.Module):
         own, hists = self._own_codes(z, masks, flat, chosen, codes, assigned)
         stats = self._batch_stats(own, hists)
         if self.training and self.is_initialized():
-            self._train_step(assigned, weight, finite)
+            self._train_step(assigned, weight, finite, restart_flat)
         return QuantizerOutput(z_q=z_q, codes=codes, loss=losses, stats=stats)
 
     # ------------------------------------------------------------------ forward parts
@@ -435,14 +443,21 @@ class SharedCodebook(nn.Module):
 
     @torch.no_grad()
     def _train_step(
-        self, assigned: dict[str, ema.Assigned], weight: dict[str, float], finite: bool = True
+        self,
+        assigned: dict[str, ema.Assigned],
+        weight: dict[str, float],
+        finite: bool = True,
+        restart_from: dict[str, Tensor] | None = None,
     ) -> None:
-        """EMA update, reservoir push and (every ``restart_every`` steps, up to
-        ``restart_until``) dead-code restarts."""
+        """EMA update, reservoir push (of ``restart_from``'s vectors where given, else the
+        tokens) and (every ``restart_every`` steps, up to ``restart_until``) dead-code
+        restarts."""
         cfg = self.config
         restart = cfg.restart_every > 0
         take = restarts.reservoir_take(self) if restart else 0
-        red = ema.reduce_statistics(self, assigned, weight, cfg.ema, take, finite=finite)
+        red = ema.reduce_statistics(
+            self, assigned, weight, cfg.ema, take, finite=finite, candidate_source=restart_from
+        )
         if red is None:  # some rank saw non-finite tokens: no rank updates anything
             return
         self.cluster_size.lerp_(red.counts, 1 - cfg.decay)

@@ -96,13 +96,16 @@ def reduce_statistics(
     with_sums: bool,
     candidates: int = 0,
     finite: bool = True,
+    candidate_source: dict[str, Tensor] | None = None,
 ) -> Reduced | None:
     """Modality-weighted counts/sums (+ reservoir candidates), summed over all ranks.
 
     Two all-reduces, the same on every rank whatever modalities its batch holds (absent
     modalities contribute zeros): first the per-modality token counts, weights and presence,
     from which each modality's scale ``w_m / sum(w) * T / T_m`` follows (``T`` the global
-    tokens, ``T_m`` modality m's); then the scaled counts, sums and candidates.
+    tokens, ``T_m`` modality m's); then the scaled counts, sums and candidates. Candidates are
+    drawn from ``candidate_source[m]`` (``[n, Dl]``, row for row with modality m's tokens) where
+    given, else from the tokens themselves.
     """
     scale = _modality_scales(cb, assigned, weight, finite)
     if scale is None:
@@ -127,7 +130,8 @@ def reduce_statistics(
                 if n <= 4 * take
                 else torch.randint(n, (take,), device=dev)
             )
-            cand[rank, i, :take] = xf[pick]
+            source = xf if candidate_source is None else candidate_source.get(m, xf)
+            cand[rank, i, :take] = source[pick]
             cand_n[rank, i] = take
     parts = [t for t in (counts, sums, cand, cand_n) if t is not None]
     if distributed.is_distributed():

@@ -298,3 +298,41 @@ def check_assignment(
             raise AdapterInputError(f"assign[{m!r}] holds codes outside [0, {k - 1}].")
         flat[m] = picked
     return flat
+
+
+def check_restart_from(
+    codebook: SharedCodebook,
+    z: dict[str, Tensor],
+    masks: dict[str, Tensor | None],
+    restart_from: Any,
+) -> dict[str, Tensor]:
+    """The ``restart_from`` argument of the forward, checked: float ``[B, N_m, Dl]`` vectors in
+    the codebook's lookup space per modality of ``z``; returned flat over each modality's real
+    tokens (as the forward quantises them), detached, fp32. ``None`` -> ``{}``."""
+    if restart_from is None:
+        return {}
+    if not isinstance(restart_from, dict):
+        raise AdapterInputError(
+            "restart_from must be None or a dict modality -> float Tensor [B, N, lookup_dim], "
+            f"got {type(restart_from).__name__}."
+        )
+    flat = {}
+    for m, vectors in restart_from.items():
+        if m not in z:
+            raise AdapterInputError(
+                f"restart_from has modality {m!r} that z lacks; give vectors only for z's."
+            )
+        want = (*z[m].shape[:2], codebook.lookup_dim)
+        if (
+            not isinstance(vectors, Tensor)
+            or not vectors.is_floating_point()
+            or tuple(vectors.shape) != want
+        ):
+            raise AdapterInputError(
+                f"restart_from[{m!r}] must be a float Tensor of shape {want} (the codebook's "
+                f"lookup space), got {describe_value(vectors)}."
+            )
+        check_device(codebook, f"restart_from[{m!r}]", vectors)
+        picked = vectors.reshape(-1, want[-1]) if masks[m] is None else vectors[masks[m]]
+        flat[m] = picked.detach().float()
+    return flat
