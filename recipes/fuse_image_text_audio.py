@@ -43,6 +43,10 @@ DEFAULTS = dict(
     save_every=200,
     max_eval_samples=64,
     cache_examples=True,  # the rows are preprocessed once and kept in memory
+    # The audio summaries spread out later than image and text ones: with the concept codebook's
+    # restarts stopping at step 100 (its default) it kept 9 of its 256 codes and R@1 was
+    # 0.66-0.69; restarting until step 300 used 128 and raised R@1 to 0.80-0.88
+    concept={"codebook": {"restart_until": 300}},
 )
 
 if __name__ == "__main__":
