@@ -309,11 +309,9 @@ class SharedCodebook(nn.Module):
                 them; the batch statistics (usage, overlap, agreement) are those of each
                 modality's own nearest codes, what :meth:`lookup` gives at inference, so that a
                 joint assignment cannot make paired samples look as if they agreed.
-            restart_from: optional per modality float ``[B, N_m, Dl]`` vectors in the lookup
-                space (:meth:`lookup_space`) that dead codes restart onto instead of the
-                modality's own tokens: the concept level passes each row's joint centroid, the
-                point its jointly assigned code should sit at, so that a restarted code is one
-                paired samples can share.
+            restart_from: optional per modality float ``[B, N_m, Dl]`` lookup-space vectors
+                that dead codes restart onto instead of the tokens (the concept level's joint
+                centroids: a restarted code is then one that paired samples share).
 
         In training mode this updates the EMA statistics (all-reduced when distributed), runs the
         k-means init on the first call, and restarts dead codes every ``restart_every`` calls.
@@ -449,9 +447,8 @@ class SharedCodebook(nn.Module):
         finite: bool = True,
         restart_from: dict[str, Tensor] | None = None,
     ) -> None:
-        """EMA update, reservoir push (of ``restart_from``'s vectors where given, else the
-        tokens) and (every ``restart_every`` steps, up to ``restart_until``) dead-code
-        restarts."""
+        """EMA update, reservoir push (``restart_from``'s vectors, else the tokens) and (every
+        ``restart_every`` steps, up to ``restart_until``) dead-code restarts."""
         cfg = self.config
         restart = cfg.restart_every > 0
         take = restarts.reservoir_take(self) if restart else 0
