@@ -136,7 +136,7 @@ def test_without_the_alignment_terms_the_modalities_do_not_agree():
 def test_dead_concept_codes_restart_onto_the_joint_centroid_of_paired_rows():
     """A restarted concept code sits where joint assignment puts a pair (the normalised mean of
     the partners' concept tokens), not on one modality's token."""
-    from mmvq.concept.losses import joint_centroids
+    from mmvq.concept.losses import joint_assignment
 
     model = _model(
         {
@@ -154,7 +154,8 @@ def test_dead_concept_codes_restart_onto_the_joint_centroid_of_paired_rows():
     model(batch, modality_dropout=0.0)
     handle.remove()
     cb = model.concept.codebook
-    centre = joint_centroids(seen["z"], seen["kw"]["present"], cb)["vec"].reshape(-1, 16)
+    joint = joint_assignment(seen["z"], seen["kw"]["present"], cb)
+    centre = joint.centroids["vec"].reshape(-1, 16)
     assert torch.allclose(seen["kw"]["restart_from"]["seq"].reshape(-1, 16), centre)
     own = torch.cat([cb.lookup_space(seen["z"][m].detach()).reshape(-1, 16) for m in seen["z"]])
     # every code was dead: each now holds one of the 16 (row, slot) centroids, none a token

@@ -5,13 +5,7 @@ from __future__ import annotations
 import torch
 
 from mmvq.concept import ConceptConfig
-from mmvq.concept.losses import (
-    concept_losses,
-    joint_assignment,
-    joint_centroids,
-    row_groups,
-    slot_cka,
-)
+from mmvq.concept.losses import concept_losses, joint_assignment, row_groups, slot_cka
 from mmvq.quantize import CodebookConfig, SharedCodebook
 
 
@@ -28,14 +22,16 @@ def test_joint_code_is_nearest_to_both_partners():
     a = codes[1].view(1, 1, -1)
     b = codes[2].view(1, 1, -1)
     present = {"a": torch.tensor([True]), "b": torch.tensor([True])}
-    joint = joint_assignment({"a": a, "b": b}, present, cb)
+    joint = joint_assignment({"a": a, "b": b}, present, cb).codes
     d = cb.distances(a) + cb.distances(b)
     assert joint["a"].item() == joint["b"].item() == int(d.argmin())
     # an absent partner does not pull: the code is a's own nearest
-    alone = joint_assignment({"a": a, "b": b}, {"a": present["a"], "b": torch.tensor([False])}, cb)
+    alone = joint_assignment(
+        {"a": a, "b": b}, {"a": present["a"], "b": torch.tensor([False])}, cb
+    ).codes
     assert alone["a"].item() == 1
     # with an anchor, the anchor's own nearest code wins
-    anchored = joint_assignment({"a": a, "b": b}, present, cb, anchor="b")
+    anchored = joint_assignment({"a": a, "b": b}, present, cb, anchor="b").codes
     assert anchored["a"].item() == anchored["b"].item() == 2
 
 
@@ -52,14 +48,14 @@ def test_joint_centroid_is_where_the_joint_code_would_sit():
         present = {m: torch.ones(6, dtype=torch.bool) for m in "abc"}
         present["c"][:2] = False
         for anchor in ("", "b"):
-            centre = joint_centroids(concepts, present, cb, anchor)
+            centre = joint_assignment(concepts, present, cb, anchor).centroids
             assert centre["a"] is centre["b"] is centre["c"]
             assert centre["a"].shape == (6, 3, cb.lookup_dim)
             # put the centroid of row 0 / slot 0 and of row 3 / slot 2 into the codebook:
             # joint assignment then picks exactly those codes for those (row, slot)s
             book = cb.code_vectors.data
             book[5], book[9] = centre["a"][0, 0], centre["a"][3, 2]
-            joint = joint_assignment(concepts, present, cb, anchor)["a"]
+            joint = joint_assignment(concepts, present, cb, anchor).codes["a"]
             assert (joint[0, 0].item(), joint[3, 2].item()) == (5, 9)
         if cosine:
             assert torch.allclose(centre["a"].norm(dim=-1), torch.ones(6, 3))
@@ -89,7 +85,7 @@ def test_terms_are_weighted_finite_and_reach_both_modalities():
     ca = torch.randn(6, 2, 4, requires_grad=True)
     cbz = torch.randn(6, 2, 4, requires_grad=True)
     present = {"a": torch.ones(6, dtype=torch.bool), "b": torch.ones(6, dtype=torch.bool)}
-    joint = joint_assignment({"a": ca, "b": cbz}, present, cb)
+    joint = joint_assignment({"a": ca, "b": cbz}, present, cb).codes
     groups = {"a": torch.arange(6), "b": torch.arange(6)}
     config = ConceptConfig(match_weight=2.0, contrastive_weight=1.0, decorrelation_weight=0.5)
     losses, log = concept_losses({"a": ca, "b": cbz}, joint, present, groups, cb, config)
@@ -112,7 +108,7 @@ def test_duplicate_rows_are_positives_not_negatives():
     config = ConceptConfig(match_weight=0.0, decorrelation_weight=0.0)
     same = {"a": torch.tensor([0, 0, 1]), "b": torch.tensor([0, 1, 2])}
     distinct = {"a": torch.tensor([0, 1, 2]), "b": torch.tensor([0, 1, 2])}
-    joint = joint_assignment({"a": ca, "b": cbz}, present, cb)
+    joint = joint_assignment({"a": ca, "b": cbz}, present, cb).codes
     with_dups = concept_losses({"a": ca, "b": cbz}, joint, present, same, cb, config)[0]
     without = concept_losses({"a": ca, "b": cbz}, joint, present, distinct, cb, config)[0]
     # counted as negatives, the identical rows could never be told apart: a higher loss

@@ -22,7 +22,7 @@ CONCEPT_CODEBOOK_DEFAULTS: dict[str, Any] = {
     "kmeans_init": False,
     # codes the summaries have not reached yet move onto recent summaries soon, but only early.
     # They restart onto the *joint* centroid of a pair's concept tokens (where joint assignment
-    # puts the pair: mmvq.concept.losses.joint_centroids), not onto one modality's token: such
+    # puts the pair: mmvq.concept.losses.joint_assignment), not onto one modality's token: such
     # a code would win that modality's own lookup at evaluation without being the pair's joint
     # choice in training (on the digits bench, own-token restarts for all 600 steps left
     # evaluation agreement at 0.0; stopping them at step 100 gave 0.996). Restarts split the

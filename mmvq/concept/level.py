@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mmvq.concept.config import ConceptConfig
-from mmvq.concept.losses import concept_losses, joint_assignment, joint_centroids, row_groups
+from mmvq.concept.losses import concept_losses, joint_assignment, row_groups
 from mmvq.concept.summariser import ConceptSummariser
 from mmvq.quantize import SharedCodebook
 
@@ -92,8 +92,9 @@ class ConceptLevel(nn.Module):
         concepts = self.summarise(z, token_mask)
         assign = restart_from = None
         if self.training and self.config.joint_assignment and len(concepts) > 1:
-            assign = joint_assignment(concepts, present, self.codebook, self.config.anchor)
-            restart_from = joint_centroids(concepts, present, self.codebook, self.config.anchor)
+            assign, restart_from = joint_assignment(
+                concepts, present, self.codebook, self.config.anchor
+            )
         quant = self.codebook(
             concepts,
             None,

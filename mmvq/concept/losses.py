@@ -5,7 +5,8 @@ For every pair of modalities ``(a, b)`` and the rows holding both:
 * **joint assignment** (:func:`joint_assignment`): in training both partners are quantised to
   one code per concept slot, the code nearest to all of them (smallest summed distance), or to
   the anchor modality's own nearest code. The commitment loss then pulls both onto the same
-  code vector, and the decoder only ever sees codes the pair shares;
+  code vector, and the decoder only ever sees codes the pair shares; dead codes restart onto
+  the pairs' centroids, where such a shared code sits;
 * **contrastive** term: an InfoNCE over the batch between the pair's concept tokens (cosine of
   the l2-normalised tokens, all slots together). Rows whose inputs are identical in some
   modality (the same caption written twice, two renderings of the same attributes) are
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,15 @@ from torch import Tensor
 
 from mmvq.concept.config import ConceptConfig
 
-__all__ = ["concept_losses", "joint_assignment", "joint_centroids", "row_groups", "slot_cka"]
+__all__ = ["JointAssignment", "concept_losses", "joint_assignment", "row_groups", "slot_cka"]
+
+
+class JointAssignment(NamedTuple):
+    """What :func:`joint_assignment` gives; each dict holds one tensor for every modality (the
+    form :class:`~mmvq.quantize.SharedCodebook`'s ``assign`` / ``restart_from`` take)."""
+
+    codes: dict[str, Tensor]  # long [B, S]: the code each (row, slot) shares
+    centroids: dict[str, Tensor]  # [B, S, Dl]: where that code should sit, in lookup space
 
 
 @torch.no_grad()
@@ -39,54 +48,38 @@ def joint_assignment(
     present: Mapping[str, Tensor],
     codebook: Any,
     anchor: str = "",
-) -> dict[str, Tensor]:
-    """One code per (row, slot) shared by the row's present modalities: ``{m: long [B, S]}``.
+) -> JointAssignment:
+    """One code per (row, slot) shared by the row's present modalities, and its centroid.
 
     The code minimises the summed squared distance (in the codebook's lookup space) to every
-    present modality's concept token; rows holding ``anchor`` take the anchor's own nearest
-    code. Absent rows get whatever the others chose (the codebook ignores them).
-    """
-    total = None
-    for m, c in concepts.items():
-        d = codebook.distances(c.detach()) * present[m][:, None, None].to(torch.float32)
-        total = d if total is None else total + d
-    idx = total.argmin(-1)
-    if anchor in concepts:
-        own = codebook.distances(concepts[anchor].detach()).argmin(-1)
-        idx = torch.where(present[anchor][:, None], own, idx)
-    return dict.fromkeys(concepts, idx)
+    present modality's concept token, i.e. it is the code nearest to their mean (for cosine
+    codes, to the mean's direction: the centroid is l2-normalised). Rows holding ``anchor`` take
+    the anchor's own nearest code, and its token as the centroid. Absent rows get whatever the
+    others chose (the codebook ignores them).
 
-
-@torch.no_grad()
-def joint_centroids(
-    concepts: Mapping[str, Tensor],
-    present: Mapping[str, Tensor],
-    codebook: Any,
-    anchor: str = "",
-) -> dict[str, Tensor]:
-    """Where each (row, slot)'s joint code should sit, in the codebook's lookup space:
-    ``{m: [B, S, Dl]}``, the same for every modality.
-
-    The code :func:`joint_assignment` picks minimises the summed squared distance to the row's
-    present modalities, i.e. it is the code nearest to their mean; for cosine codes, to the
-    mean's direction (l2-normalised). Rows holding ``anchor`` take the anchor's own token. Dead
-    concept codes restart onto these points (``SharedCodebook(restart_from=...)``): a code
+    Dead concept codes restart onto the centroids (``SharedCodebook(restart_from=...)``): a code
     restarted onto one modality's token would win that modality's own lookup at evaluation
     without ever being the joint choice in training, so paired samples would stop agreeing.
     """
-    total = count = None
+    dist = point = count = None
     for m, c in concepts.items():
         w = present[m][:, None, None].to(torch.float32)
-        u = codebook.lookup_space(c.detach()).float() * w
-        total = u if total is None else total + u
+        d = codebook.distances(c.detach())
+        u = codebook.lookup_space(c.detach()).float()
+        if m == anchor:
+            own_code, own_point = d.argmin(-1), u
+        dist = d * w if dist is None else dist + d * w
+        point = u * w if point is None else point + u * w
         count = w if count is None else count + w
-    mean = total / count.clamp_min(1.0)
+    idx = dist.argmin(-1)
+    centre = point / count.clamp_min(1.0)
     if codebook.config.l2_normalize:
-        mean = F.normalize(mean, dim=-1)
+        centre = F.normalize(centre, dim=-1)
     if anchor in concepts:
-        own = codebook.lookup_space(concepts[anchor].detach()).float()
-        mean = torch.where(present[anchor][:, None, None], own, mean)
-    return dict.fromkeys(concepts, mean)
+        holds = present[anchor]
+        idx = torch.where(holds[:, None], own_code, idx)
+        centre = torch.where(holds[:, None, None], own_point, centre)
+    return JointAssignment(dict.fromkeys(concepts, idx), dict.fromkeys(concepts, centre))
 
 
 @torch.no_grad()
