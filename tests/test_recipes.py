@@ -170,6 +170,23 @@ def test_gpu_presets_parse(name):
     assert "image" in args.model.modality_list and "text" in args.model.modality_list
 
 
+def test_wide_preset_widens_only_the_image_adapter():
+    """recipes/configs/image_text_wide.yaml keeps every default of the recipe but the image's
+    width (the file's adapter_overrides replace the recipe's, so it must repeat the others)."""
+    import runpy
+
+    defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
+    wide = parse_recipe_args([str(ROOT / "recipes" / "configs" / "image_text_wide.yaml")], defaults)
+    plain = parse_recipe_args([], defaults)
+    image = dict(plain.model.adapter_overrides["image"], base_channels=32)
+    assert wide.model.adapter_overrides == {"image": image}
+    assert dataclasses.replace(wide.model, adapter_overrides=plain.model.adapter_overrides) == (
+        plain.model
+    )
+    assert dataclasses.replace(wide.train, output_dir=plain.train.output_dir) == plain.train
+    assert wide.train.output_dir == "outputs/fuse_image_text_wide"
+
+
 def test_build_model_applies_presets_and_overrides():
     args = ModelArguments(
         modalities="image,text",
