@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TRAIN_VOICES = ("en+m1", "en+m3", "en+f1", "en+f3", "en-us+m2", "en-us+f2")
 TEST_VOICE = "en+m7"  # never heard in training
 
