@@ -80,7 +80,9 @@ def _sampling(args: argparse.Namespace, temperature: float | None = None, **kw: 
     )
 
 
-def _train(args: argparse.Namespace, model: Any, train: Any, evals: Any) -> Any:
+def train_bench_prior(args: argparse.Namespace, model: Any, train: Any, evals: Any) -> Any:
+    """The prior over ``model``'s image and text codes of ``train``, at the options in ``args``
+    (also ``bench/bench_digits_prior.py``'s)."""
     from mmvq.prior import PriorConfig, PriorTrainConfig, train_prior
 
     cfg = PriorTrainConfig(
@@ -248,7 +250,7 @@ def main() -> None:
     if args.prior:
         prior = MultimodalPrior.from_pretrained(args.prior, model=model)
     else:
-        result = _train(args, model, train, evals)
+        result = train_bench_prior(args, model, train, evals)
         prior = result.prior
         figures["training"] = result.metrics
     figures["prior_parameters"] = prior.num_parameters()
