@@ -25,6 +25,8 @@ word) to ``OUTPUT_DIR/text_to_image.png``. Not a test (it trains for minutes)::
 
     python bench/bench_digits.py                # the tokenizer model: outputs/bench_digits/final
     python bench/bench_digits_prior.py --model outputs/bench_digits/final
+    python bench/bench_digits_prior.py --prior outputs/bench_digits_prior/final \\
+        --guidance_scale 2 --output_dir outputs/bench_digits_prior_cfg2   # other sampling
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import json
 import runpy
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="outputs/bench_digits/final")
     p.add_argument("--output_dir", default="outputs/bench_digits_prior")
+    p.add_argument("--prior", default=None, help="evaluate this saved prior instead of training")
     p.add_argument("--test_fraction", type=float, default=0.3, help="as bench_digits.py was run")
     p.add_argument("--seed", type=int, default=0, help="as bench_digits.py was run")
     p.add_argument("--max_steps", type=int, default=800)
@@ -220,20 +223,24 @@ def main() -> None:
     args = _args()
     torch.set_num_threads(args.threads)
     from mmvq.model import MultimodalVQ
-    from mmvq.prior import PriorSamplingConfig
+    from mmvq.prior import MultimodalPrior, PriorSamplingConfig
 
     data = load_digits_split(args.test_fraction, args.seed)
     model = MultimodalVQ.from_pretrained(args.model).eval()
     t0 = time.perf_counter()
-    bench = runpy.run_path(str(ROOT / "bench" / "bench_prior_quality.py"))
-    prior = bench["train_bench_prior"](args, model, data.train, data.test).prior
+    if args.prior:
+        prior = MultimodalPrior.from_pretrained(args.prior, model=model)
+    else:
+        bench = runpy.run_path(str(ROOT / "bench" / "bench_prior_quality.py"))
+        prior = bench["train_bench_prior"](args, model, data.train, data.test).prior
     figures: dict[str, Any] = {"args": vars(args), "train_seconds": time.perf_counter() - t0}
     figures["reference"] = reference(model, data)
     sampling = PriorSamplingConfig(
         temperature=args.temperature, guidance_scale=args.guidance_scale, seed=args.seed
     )
     figures["text_to_image"], samples = text_to_image(prior, data, args.samples_per_word, sampling)
-    figures["unconditional"] = unconditional(prior, data, sampling)
+    # guidance needs a condition: unconditional samples are drawn without it
+    figures["unconditional"] = unconditional(prior, data, replace(sampling, guidance_scale=1.0))
     figures["image_to_text_exact_match"] = captions(prior, data, args.seed)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
