@@ -4,13 +4,15 @@
    ``generate()`` with the KV cache and the grammar's logits processor) against taming's loop,
    which re-runs the LM over the whole sequence at every step (``use_cache=False``; the same
    logits processor, temperature and multinomial draw). Both sample the full default sequence:
-   ``[bos] <image> 64 codes </image> <text> 48 codes </text> [eos]`` (118 ids, the default
-   recipe's layout), ``--num_samples`` sequences in batches of ``--batch_size``, with the default
-   :class:`~mmvq.prior.PriorConfig` (random weights: the cost does not depend on them).
+   ``[bos] <image> 4 + 64 codes </image> <text> 4 + 48 codes </text> [eos]`` (126 ids, the
+   default recipe's layout: concept then detail codes), ``--num_samples`` sequences in batches
+   of ``--batch_size``, with the default :class:`~mmvq.prior.PriorConfig` (random weights: the
+   cost does not depend on them).
 2. **Tokenising a dataset** (``encode_ratio``, target >= 0.8): :func:`mmvq.prior.data.
    encode_dataset` (``datasets.map``, batched, writing its Arrow cache file) against the bare
    encoders + codebook lookup at the same batch size: the same rows read from the dataset, each
-   adapter's ``preprocess`` + ``collate``, ``adapter.encode``, ``codebook.lookup``, codes kept in
+   adapter's ``preprocess`` + ``collate``, ``adapter.encode``, ``codebook.lookup`` and, with a
+   concept level, ``concept.encode`` (both levels, as ``encode_dataset`` gives), codes kept in
    memory. ``encoders_only`` (informational) times ``encode`` + ``lookup`` on batches collated
    beforehand.
 
@@ -168,8 +170,11 @@ def bench_encoding(model, args) -> dict[str, float]:
         out = []
         for m, sub in batch.items():
             tokens = model.adapters[m].encode(sub)
-            codes = model.codebook.lookup(tokens.z).masked_fill(~tokens.mask.bool(), -1)
-            out.append(codes.cpu())
+            mask = tokens.mask.bool()
+            out.append(model.codebook.lookup(tokens.z).masked_fill(~mask, -1).cpu())
+            if model.concept is not None:  # the same codes as encode_dataset: both levels
+                present = torch.ones(mask.shape[0], dtype=torch.bool, device=mask.device)
+                out.append(model.concept.encode(m, tokens.z, mask, present).cpu())
         return out
 
     def bare() -> float:
