@@ -626,6 +626,40 @@ def test_dataset_wraps_adapter_errors_with_row_and_column():
         MultimodalDataset(hf_dataset({"caption": [None, "x"]}), ads, {"text": "caption"})[0]
 
 
+def test_a_batch_of_rows_reads_as_its_rows_one_by_one():
+    """MultimodalDataset.__getitems__ (what a DataLoader calls) reads the uncached rows of a
+    batch at once: the examples are those of __getitem__, in order, duplicates and cached rows
+    included, and a bad row still raises naming its row."""
+
+    class CachableText(ByteTextAdapter):
+        def preprocess_is_deterministic(self) -> bool:
+            return True
+
+    ads = {"text": CachableText()}
+    ds = hf_dataset({"caption": [f"caption {i}" for i in range(6)], "n": list(range(6))})
+    cmap, subset, batch = {"text": "caption"}, [5, 3, 1, 0], [2, 0, 0, 3, 1]
+
+    def texts(examples):
+        return [decode_ids(e["text"]["ids"]) for e in examples]
+
+    expected = texts([MultimodalDataset(ds, ads, cmap, indices=subset)[i] for i in batch])
+    assert expected == ["caption 1", "caption 5", "caption 5", "caption 0", "caption 3"]
+    for cache in (False, True):
+        torch_ds = MultimodalDataset(ds, ads, cmap, indices=subset, cache=cache)
+        assert torch_ds.caching == cache
+        torch_ds[3]  # row 0: cached when caching, before the batch is read
+        assert texts(torch_ds.__getitems__(batch)) == expected
+        assert texts(torch_ds.__getitems__([])) == []
+    loader = DataLoader(
+        MultimodalDataset(ds, ads, cmap), batch_size=4, collate_fn=MultimodalCollator(ads)
+    )
+    ids = [b["text"]["ids"] for b in loader]
+    rows = MultimodalCollator(ads)([MultimodalDataset(ds, ads, cmap)[i] for i in range(4)])
+    assert torch.equal(ids[0], rows["text"]["ids"])
+    with pytest.raises(AdapterInputError, match=r"row 4, column 'n' \(modality 'text'"):
+        MultimodalDataset(ds, ads, {"text": "n"}).__getitems__([4, 5])
+
+
 def _stream(n: int, shards: int):
     return hf_dataset({"text": [f"t{i}" for i in range(n)]}).to_iterable_dataset(num_shards=shards)
 

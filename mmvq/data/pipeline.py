@@ -207,6 +207,31 @@ class MultimodalDataset(torch.utils.data.Dataset):
             self._cache[row] = example
         return example
 
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
+        """The examples of a batch (what a ``DataLoader`` asks for): the rows not cached are read
+        from the dataset in one call instead of one per row, then preprocessed in order, as
+        :meth:`__getitem__` does. A batch read that fails falls back to reading row by row, so
+        that the error names its row."""
+        rows = [int(i) if self.indices is None else self.indices[int(i)] for i in indices]
+        cached = [self._cache is not None and r in self._cache for r in rows]
+        todo = [r for r, hit in zip(rows, cached) if not hit]
+        try:
+            read = self.dataset[todo] if todo else {}
+        except Exception:  # noqa: BLE001 - re-raised by the row that fails, named
+            return [self[i] for i in indices]
+        values = zip(*read.values())
+        out = []
+        for row, hit in zip(rows, cached):
+            if hit:
+                out.append(self._cache[row])  # type: ignore[index]
+                continue
+            raw = dict(zip(read.keys(), next(values)))
+            example = preprocess_row(raw, self.adapters, self.column_map, self.describe(row))
+            if self._cache is not None:
+                self._cache[row] = example
+            out.append(example)
+        return out
+
 
 class MultimodalIterableDataset(torch.utils.data.IterableDataset):
     """A streaming ``datasets.IterableDataset`` as per-modality preprocessed tensors.
