@@ -187,6 +187,25 @@ def test_wide_preset_widens_only_the_image_adapter():
     assert wide.train.output_dir == "outputs/fuse_image_text_wide"
 
 
+def test_generation_preset_is_the_wide_preset_trained_longer():
+    """recipes/configs/image_text_generation.yaml: the wide preset's model, 1200 steps with the
+    GAN from three quarters of them (as the default's 600 of 800); nothing else changes."""
+    import runpy
+
+    defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
+    configs = ROOT / "recipes" / "configs"
+    wide = parse_recipe_args([str(configs / "image_text_wide.yaml")], defaults)
+    gen = parse_recipe_args([str(configs / "image_text_generation.yaml")], defaults)
+    assert gen.model == wide.model
+    assert (gen.train.max_steps, gen.train.gan_start_step) == (1200, 900)
+    assert gen.train.gan_start_step / gen.train.max_steps == (
+        wide.train.gan_start_step / wide.train.max_steps
+    )
+    same = dict(max_steps=wide.train.max_steps, gan_start_step=wide.train.gan_start_step)
+    assert dataclasses.replace(gen.train, output_dir=wide.train.output_dir, **same) == wide.train
+    assert gen.train.output_dir == "outputs/fuse_image_text_generation"
+
+
 def test_build_model_applies_presets_and_overrides():
     args = ModelArguments(
         modalities="image,text",

@@ -211,13 +211,13 @@ class MultimodalDataset(torch.utils.data.Dataset):
         """The examples of a batch (what a ``DataLoader`` asks for): the rows not cached are read
         from the dataset in one call instead of one per row, then preprocessed in order, as
         :meth:`__getitem__` does. A batch read that fails falls back to reading row by row, so
-        that the error names its row."""
+        that it fails at the failing row, as reading rows one by one did."""
         rows = [int(i) if self.indices is None else self.indices[int(i)] for i in indices]
         cached = [self._cache is not None and r in self._cache for r in rows]
         todo = [r for r, hit in zip(rows, cached) if not hit]
         try:
             read = self.dataset[todo] if todo else {}
-        except Exception:  # noqa: BLE001 - re-raised by the row that fails, named
+        except Exception:  # noqa: BLE001 - raised again by the row that fails
             return [self[i] for i in indices]
         values = zip(*read.values())
         out = []
