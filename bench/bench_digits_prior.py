@@ -38,6 +38,7 @@ import runpy
 import time
 import warnings
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +126,12 @@ class Digits:
     reader: Any
     words: list[str]
 
-    @property
+    @cached_property
     def test_images(self) -> list[Any]:
+        """Decoded once: reference, text -> image and captions all read them."""
         return [self.test[i]["image"] for i in range(len(self.test))]
 
-    @property
+    @cached_property
     def train_images(self) -> list[Any]:
         return [self.train[i]["image"] for i in range(len(self.train))]
 
