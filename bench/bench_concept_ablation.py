@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import runpy
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,9 @@ RECIPE = ROOT / "recipes" / "fuse_image_text.py"
 #: variant -> ConceptConfig overrides (``--concept``) on top of the recipe's defaults
 VARIANTS: dict[str, dict] = {
     "full": {},
+    # the concept codebook's dead-code restarts stop at step 100 (the concept level's default)
+    # instead of running all along (the recipe's)
+    "early_restart_stop": {"codebook": {"restart_until": 100}},
     "no_concept_level": {"num_concepts": 0},
     "no_contrastive": {"contrastive_weight": 0.0},
     "no_match": {"match_weight": 0.0},
@@ -51,6 +55,18 @@ COLUMNS = (
 )
 
 
+def concept_options(overrides: dict) -> dict:
+    """The ``--concept`` value of a variant: the recipe's own concept options with the variant's
+    on top (the flag replaces the recipe's options, so they are passed again; one level deep,
+    so that a variant's ``codebook`` options keep the recipe's others)."""
+    options = dict(runpy.run_path(str(RECIPE))["DEFAULTS"].get("concept", {}))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(options.get(key), dict):
+            value = {**options[key], **value}
+        options[key] = value
+    return options
+
+
 def run_variant(name: str, overrides: dict, args: argparse.Namespace, extra: list[str]) -> dict:
     out = Path(args.output_dir) / name
     shutil.rmtree(out, ignore_errors=True)  # the bench owns its output folders
@@ -63,7 +79,7 @@ def run_variant(name: str, overrides: dict, args: argparse.Namespace, extra: lis
         "--seed",
         str(args.seed),
         "--concept",
-        json.dumps(overrides) if overrides else "{}",
+        json.dumps(concept_options(overrides)),
         *extra,
     ]
     t0 = time.perf_counter()

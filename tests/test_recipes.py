@@ -206,6 +206,29 @@ def test_generation_preset_is_the_wide_preset_trained_longer():
     assert gen.train.output_dir == "outputs/fuse_image_text_generation"
 
 
+def test_image_text_recipe_restarts_concept_codes_for_the_whole_run():
+    """The image + text recipe restarts dead concept codes all run long (the concept level's
+    default stops at step 100: on two seeds of six the concept codebook then shrank and retrieval
+    missed); its wide and generation presets keep the stop at step 100 their figures were
+    measured with, and a --concept flag replaces the recipe's concept options."""
+    import runpy
+
+    from mmvq.concept.config import CONCEPT_CODEBOOK_DEFAULTS
+
+    defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
+    configs = ROOT / "recipes" / "configs"
+
+    def restart_until(argv: list[str]) -> int:
+        model = build_model(parse_recipe_args(argv, defaults).model)
+        return model.concept.codebook.config.restart_until
+
+    assert CONCEPT_CODEBOOK_DEFAULTS["restart_until"] == 100
+    assert restart_until([]) == 0
+    for preset in ("image_text_wide.yaml", "image_text_generation.yaml"):
+        assert restart_until([str(configs / preset)]) == 100
+    assert restart_until(["--concept", '{"num_concepts": 2}']) == 100
+
+
 def test_build_model_applies_presets_and_overrides():
     args = ModelArguments(
         modalities="image,text",
