@@ -172,7 +172,8 @@ def test_gpu_presets_parse(name):
 
 def test_wide_preset_widens_only_the_image_adapter():
     """recipes/configs/image_text_wide.yaml keeps every default of the recipe but the image's
-    width (the file's adapter_overrides replace the recipe's, so it must repeat the others)."""
+    width (the file's adapter_overrides replace the recipe's, so it must repeat the others) and
+    the concept restarts' stop at step 100 that its figures were measured with."""
     import runpy
 
     defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
@@ -180,9 +181,9 @@ def test_wide_preset_widens_only_the_image_adapter():
     plain = parse_recipe_args([], defaults)
     image = dict(plain.model.adapter_overrides["image"], base_channels=32)
     assert wide.model.adapter_overrides == {"image": image}
-    assert dataclasses.replace(wide.model, adapter_overrides=plain.model.adapter_overrides) == (
-        plain.model
-    )
+    assert wide.model.concept == {"codebook": {"restart_until": 100}}
+    same = dict(adapter_overrides=plain.model.adapter_overrides, concept=plain.model.concept)
+    assert dataclasses.replace(wide.model, **same) == plain.model
     assert dataclasses.replace(wide.train, output_dir=plain.train.output_dir) == plain.train
     assert wide.train.output_dir == "outputs/fuse_image_text_wide"
 
