@@ -28,7 +28,9 @@ CONCEPT_CODEBOOK_DEFAULTS: dict[str, Any] = {
     # evaluation agreement at 0.0; stopping them at step 100 gave 0.996). Restarts split the
     # pairs' clusters and cost agreement while they run (shapes recipe, joint restarts for all
     # 800 steps: agreement 0.86 against 0.94 when they stop at step 100), so they stop early;
-    # a recipe whose summaries spread late (three modalities) restarts longer.
+    # a recipe whose summaries spread late (three modalities) restarts longer, and the image +
+    # text recipe all run long (stopped at step 100, its concept codebook shrank on some seeds
+    # until attribute combinations shared codes: retrieval missed on three seeds of six).
     "restart_every": 25,
     "restart_until": 100,
     # both partners are pulled onto their one joint code
