@@ -15,7 +15,7 @@ Your own data: --train_file data.jsonl (--image_column / --text_column name the 
 from mmvq.training.recipe import recipe_script
 
 # The defaults of this recipe (any flag or config file overrides them): sized so that the run
-# finishes in about 8 minutes on a 2-core CPU (314 s of training, 430 s with the install, in a
+# finishes in about 8 minutes on a 2-core CPU (306 s of training, 420 s with the install, in a
 # clean-clone CI run) and learns the shapes data.
 DEFAULTS = dict(
     modalities="image,text",

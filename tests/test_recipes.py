@@ -209,9 +209,10 @@ def test_generation_preset_is_the_wide_preset_trained_longer():
 
 def test_image_text_recipe_restarts_concept_codes_for_the_whole_run():
     """The image + text recipe restarts dead concept codes all run long (the concept level's
-    default stops at step 100: on two seeds of six the concept codebook then shrank and retrieval
-    missed); its wide and generation presets keep the stop at step 100 their figures were
-    measured with, and a --concept flag replaces the recipe's concept options."""
+    default stops at step 100: the concept codebook then shrank on some seeds, and retrieval by
+    concept codes missed on three seeds of six); its wide and generation presets keep the stop
+    at step 100 their figures were measured with, and a --concept flag replaces the recipe's
+    concept options."""
     import runpy
 
     from mmvq.concept.config import CONCEPT_CODEBOOK_DEFAULTS
