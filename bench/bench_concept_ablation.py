@@ -17,6 +17,7 @@ line is a JSON object of the figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import runpy
 import shutil
@@ -55,11 +56,17 @@ COLUMNS = (
 )
 
 
+@functools.cache
+def _recipe_concept() -> dict:
+    """The recipe's own ``concept`` default, read from the script once per bench run."""
+    return runpy.run_path(str(RECIPE))["DEFAULTS"].get("concept", {})
+
+
 def concept_options(overrides: dict) -> dict:
     """The ``--concept`` value of a variant: the recipe's own concept options with the variant's
     on top (the flag replaces the recipe's options, so they are passed again; one level deep,
     so that a variant's ``codebook`` options keep the recipe's others)."""
-    options = dict(runpy.run_path(str(RECIPE))["DEFAULTS"].get("concept", {}))
+    options = dict(_recipe_concept())
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(options.get(key), dict):
             value = {**options[key], **value}

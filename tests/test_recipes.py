@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,12 @@ from mmvq.training.recipe_args import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "recipes" / "configs"
+
+
+def image_text_defaults() -> dict:
+    """``recipes/fuse_image_text.py``'s ``DEFAULTS``, read from the script itself."""
+    return runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
 
 
 def test_flags_override_recipe_defaults():
@@ -109,8 +116,6 @@ def test_bad_recipe_arguments_are_clear_errors(tmp_path):
 def test_overrides_of_modalities_not_trained_are_ignored_and_said_once(capsys):
     """A recipe's defaults for other modalities (fuse_image_text_audio.py's image overrides) do
     not get in the way of --modalities audio,text."""
-    import runpy
-
     defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text_audio.py"))["DEFAULTS"]
     args = parse_recipe_args(["--modalities", "audio,text"], defaults=defaults)
     assert set(args.model.adapter_overrides) == {"audio"}
@@ -164,7 +169,7 @@ def test_training_data_record_and_license_for_the_card(tmp_path):
 
 @pytest.mark.parametrize("name", ["image_text_gpu.yaml", "image_text_audio_gpu.yaml"])
 def test_gpu_presets_parse(name):
-    args = parse_recipe_args([str(ROOT / "recipes" / "configs" / name)])
+    args = parse_recipe_args([str(CONFIGS / name)])
     assert args.model.preset == "gpu-base" and args.train.mixed_precision == "bf16"
     assert args.model.resolved()["code_dim"] == 256
     assert "image" in args.model.modality_list and "text" in args.model.modality_list
@@ -174,10 +179,8 @@ def test_wide_preset_widens_only_the_image_adapter():
     """recipes/configs/image_text_wide.yaml keeps every default of the recipe but the image's
     width (the file's adapter_overrides replace the recipe's, so it must repeat the others) and
     the concept restarts' stop at step 100 that its figures were measured with."""
-    import runpy
-
-    defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
-    wide = parse_recipe_args([str(ROOT / "recipes" / "configs" / "image_text_wide.yaml")], defaults)
+    defaults = image_text_defaults()
+    wide = parse_recipe_args([str(CONFIGS / "image_text_wide.yaml")], defaults)
     plain = parse_recipe_args([], defaults)
     image = dict(plain.model.adapter_overrides["image"], base_channels=32)
     assert wide.model.adapter_overrides == {"image": image}
@@ -191,12 +194,9 @@ def test_wide_preset_widens_only_the_image_adapter():
 def test_generation_preset_is_the_wide_preset_trained_longer():
     """recipes/configs/image_text_generation.yaml: the wide preset's model, 1200 steps with the
     GAN from three quarters of them (as the default's 600 of 800); nothing else changes."""
-    import runpy
-
-    defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
-    configs = ROOT / "recipes" / "configs"
-    wide = parse_recipe_args([str(configs / "image_text_wide.yaml")], defaults)
-    gen = parse_recipe_args([str(configs / "image_text_generation.yaml")], defaults)
+    defaults = image_text_defaults()
+    wide = parse_recipe_args([str(CONFIGS / "image_text_wide.yaml")], defaults)
+    gen = parse_recipe_args([str(CONFIGS / "image_text_generation.yaml")], defaults)
     assert gen.model == wide.model
     assert (gen.train.max_steps, gen.train.gan_start_step) == (1200, 900)
     assert gen.train.gan_start_step / gen.train.max_steps == (
@@ -213,12 +213,9 @@ def test_image_text_recipe_restarts_concept_codes_for_the_whole_run():
     concept codes missed on three seeds of six); its wide and generation presets keep the stop
     at step 100 their figures were measured with, and a --concept flag replaces the recipe's
     concept options."""
-    import runpy
-
     from mmvq.concept.config import CONCEPT_CODEBOOK_DEFAULTS
 
-    defaults = runpy.run_path(str(ROOT / "recipes" / "fuse_image_text.py"))["DEFAULTS"]
-    configs = ROOT / "recipes" / "configs"
+    defaults = image_text_defaults()
 
     def restart_until(argv: list[str]) -> int:
         model = build_model(parse_recipe_args(argv, defaults).model)
@@ -227,7 +224,7 @@ def test_image_text_recipe_restarts_concept_codes_for_the_whole_run():
     assert CONCEPT_CODEBOOK_DEFAULTS["restart_until"] == 100
     assert restart_until([]) == 0
     for preset in ("image_text_wide.yaml", "image_text_generation.yaml"):
-        assert restart_until([str(configs / preset)]) == 100
+        assert restart_until([str(CONFIGS / preset)]) == 100
     assert restart_until(["--concept", '{"num_concepts": 2}']) == 100
 
 
